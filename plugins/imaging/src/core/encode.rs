@@ -1,0 +1,213 @@
+//! Grayscale JPEG / PNG encoding and contact sheets.
+//!
+//! All functions take row-major pixels (row 0 at the top) and return the
+//! encoded file bytes.
+
+use std::fmt;
+
+/// Encoding errors.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EncodeError {
+    /// `pixels.len() != rows * cols`, or an empty image.
+    BadSize {
+        len: usize,
+        rows: usize,
+        cols: usize,
+    },
+    /// The image is larger than the format allows (JPEG: 65535 per side).
+    TooLarge { rows: usize, cols: usize },
+    /// Error from the codec.
+    Codec(String),
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::BadSize { len, rows, cols } => {
+                write!(
+                    f,
+                    "{len} pixels do not form a non-empty {rows}x{cols} image"
+                )
+            }
+            EncodeError::TooLarge { rows, cols } => {
+                write!(f, "image {rows}x{cols} is too large for the format")
+            }
+            EncodeError::Codec(e) => write!(f, "encoder error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+fn check_size(len: usize, rows: usize, cols: usize) -> Result<(), EncodeError> {
+    if rows == 0 || cols == 0 || rows.checked_mul(cols) != Some(len) {
+        return Err(EncodeError::BadSize { len, rows, cols });
+    }
+    Ok(())
+}
+
+/// Baseline grayscale JPEG; `quality` 1..=100 (clamped).
+pub fn encode_jpeg(
+    pixels: &[u8],
+    rows: usize,
+    cols: usize,
+    quality: u8,
+) -> Result<Vec<u8>, EncodeError> {
+    check_size(pixels.len(), rows, cols)?;
+    let (Ok(h), Ok(w)) = (u16::try_from(rows), u16::try_from(cols)) else {
+        return Err(EncodeError::TooLarge { rows, cols });
+    };
+    let mut out = Vec::with_capacity(pixels.len() / 4 + 1024);
+    let enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+    enc.encode(pixels, w, h, jpeg_encoder::ColorType::Luma)
+        .map_err(|e| EncodeError::Codec(e.to_string()))?;
+    Ok(out)
+}
+
+fn encode_png(
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+    depth: png::BitDepth,
+) -> Result<Vec<u8>, EncodeError> {
+    let (Ok(h), Ok(w)) = (u32::try_from(rows), u32::try_from(cols)) else {
+        return Err(EncodeError::TooLarge { rows, cols });
+    };
+    let mut out = Vec::with_capacity(bytes.len() / 2 + 1024);
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(depth);
+        enc.set_compression(png::Compression::Fast);
+        let mut writer = enc
+            .write_header()
+            .map_err(|e| EncodeError::Codec(e.to_string()))?;
+        writer
+            .write_image_data(bytes)
+            .map_err(|e| EncodeError::Codec(e.to_string()))?;
+        writer
+            .finish()
+            .map_err(|e| EncodeError::Codec(e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// 8-bit grayscale PNG (fast deflate).
+pub fn encode_png_u8(pixels: &[u8], rows: usize, cols: usize) -> Result<Vec<u8>, EncodeError> {
+    check_size(pixels.len(), rows, cols)?;
+    encode_png(pixels, rows, cols, png::BitDepth::Eight)
+}
+
+/// 16-bit grayscale PNG (samples written big-endian as the PNG spec requires).
+pub fn encode_png_u16(pixels: &[u16], rows: usize, cols: usize) -> Result<Vec<u8>, EncodeError> {
+    check_size(pixels.len(), rows, cols)?;
+    let mut be = Vec::with_capacity(pixels.len() * 2);
+    for &p in pixels {
+        be.extend_from_slice(&p.to_be_bytes());
+    }
+    encode_png(&be, rows, cols, png::BitDepth::Sixteen)
+}
+
+/// An owned 8-bit grayscale image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrayImage {
+    pub data: Vec<u8>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// One input image of a contact sheet.
+#[derive(Debug, Clone, Copy)]
+pub struct ContactSheetTile<'a> {
+    pub data: &'a [u8],
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Thumbnail size keeping aspect: the longer side becomes at most `max_tile`.
+fn thumb_size(rows: usize, cols: usize, max_tile: usize) -> (usize, usize) {
+    let longest = rows.max(cols);
+    if longest <= max_tile {
+        return (rows, cols);
+    }
+    let s = max_tile as f64 / longest as f64;
+    let f = |n: usize| ((n as f64 * s).round() as usize).clamp(1, max_tile);
+    (f(rows), f(cols))
+}
+
+/// Box-filter (area average) downscale into `dst` at `(top, left)` of a canvas
+/// `canvas_cols` wide.
+fn blit_downscaled(
+    tile: &ContactSheetTile<'_>,
+    th: usize,
+    tw: usize,
+    canvas: &mut [u8],
+    canvas_cols: usize,
+    top: usize,
+    left: usize,
+) {
+    let (rows, cols) = (tile.rows, tile.cols);
+    for y in 0..th {
+        let r0 = y * rows / th;
+        let r1 = ((y + 1) * rows / th).max(r0 + 1);
+        let dst_row = &mut canvas[(top + y) * canvas_cols + left..][..tw];
+        for (x, d) in dst_row.iter_mut().enumerate() {
+            let c0 = x * cols / tw;
+            let c1 = ((x + 1) * cols / tw).max(c0 + 1);
+            let mut sum = 0u64;
+            for r in r0..r1 {
+                sum += tile.data[r * cols + c0..r * cols + c1]
+                    .iter()
+                    .map(|&v| v as u64)
+                    .sum::<u64>();
+            }
+            let n = ((r1 - r0) * (c1 - c0)) as u64;
+            *d = ((sum + n / 2) / n) as u8;
+        }
+    }
+}
+
+/// Tiles thumbnails of `tiles` (in order, row by row) into one grid image on a
+/// black background: `ceil(sqrt(n))` columns, each cell as large as the largest
+/// thumbnail, thumbnails at most `max_tile` px on their longer side (aspect kept,
+/// area-averaged) and centred in their cell. Tiles whose `data` does not match
+/// `rows * cols` are left black. Zero tiles give a 0x0 image.
+pub fn contact_sheet(tiles: &[ContactSheetTile<'_>], max_tile: usize) -> GrayImage {
+    let n = tiles.len();
+    let max_tile = max_tile.max(1);
+    if n == 0 {
+        return GrayImage {
+            data: Vec::new(),
+            rows: 0,
+            cols: 0,
+        };
+    }
+    let sizes: Vec<(usize, usize)> = tiles
+        .iter()
+        .map(|t| thumb_size(t.rows, t.cols, max_tile))
+        .collect();
+    let cell_h = sizes.iter().map(|s| s.0).max().unwrap_or(1).max(1);
+    let cell_w = sizes.iter().map(|s| s.1).max().unwrap_or(1).max(1);
+    let grid_cols = (n as f64).sqrt().ceil() as usize;
+    let grid_rows = n.div_ceil(grid_cols);
+    let (rows, cols) = (grid_rows * cell_h, grid_cols * cell_w);
+    let mut data = vec![0u8; rows * cols];
+    for (i, (tile, &(th, tw))) in tiles.iter().zip(&sizes).enumerate() {
+        if th == 0 || tw == 0 || tile.data.len() != tile.rows * tile.cols {
+            continue;
+        }
+        let top = (i / grid_cols) * cell_h + (cell_h - th) / 2;
+        let left = (i % grid_cols) * cell_w + (cell_w - tw) / 2;
+        blit_downscaled(tile, th, tw, &mut data, cols, top, left);
+    }
+    GrayImage { data, rows, cols }
+}
+
+/// [`contact_sheet`] encoded as an 8-bit PNG.
+pub fn contact_sheet_png(
+    tiles: &[ContactSheetTile<'_>],
+    max_tile: usize,
+) -> Result<Vec<u8>, EncodeError> {
+    let sheet = contact_sheet(tiles, max_tile);
+    encode_png_u8(&sheet.data, sheet.rows, sheet.cols)
+}

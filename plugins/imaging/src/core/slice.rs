@@ -1,0 +1,509 @@
+//! 2D slice extraction with a fixed display convention.
+//!
+//! # Display convention
+//!
+//! Slices are taken from a [`CanonicalView`], so the result does not depend on how
+//! the volume is stored (RAS, LPS, PLS, ... all give identical images). The
+//! default is the **neurological** convention (as in FSLeyes / nilearn):
+//!
+//! | plane    | image top | image bottom | image left   | image right   |
+//! |----------|-----------|--------------|--------------|---------------|
+//! | axial    | Anterior  | Posterior    | patient Left | patient Right |
+//! | coronal  | Superior  | Inferior     | patient Left | patient Right |
+//! | sagittal | Superior  | Inferior     | Posterior    | Anterior      |
+//!
+//! With [`SliceOptions::radiological`] set, axial and coronal images are mirrored
+//! left/right (patient Right on the image left, as most radiology viewers show
+//! them); sagittal images are unchanged.
+//!
+//! Slice indices are RAS-canonical along the plane normal: axial index 0 is the
+//! most Inferior slice, coronal 0 the most Posterior, sagittal 0 the most Left.
+//!
+//! # Square pixels
+//!
+//! When the two in-plane voxel spacings differ, the slice is resampled with
+//! bilinear interpolation (pixel-centre aligned, edges clamped) onto a grid with
+//! the smaller spacing: each output dimension is `round(n * spacing / min_spacing)`.
+//! Isotropic in-plane spacing gives an exact copy of the voxel values.
+//!
+//! # Near-empty slices
+//!
+//! [`EmptySliceRule`]: a pixel is *foreground* when its value is strictly greater
+//! than `lo + relative_threshold * (hi - lo)` of the **volume** window (`lo, hi`),
+//! NaN never counts. A slice is *near-empty* when the fraction of foreground pixels
+//! is below `min_foreground`. The rule is evaluated on the native slice (before
+//! resampling). With per-slice min–max windowing, pass the volume min–max window so
+//! that a slice of pure background is still recognised.
+
+use std::fmt;
+
+use super::orient::CanonicalView;
+use super::window::Window;
+
+/// Errors from slicing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SliceError {
+    /// Slice index beyond the number of slices along the plane normal.
+    IndexOutOfRange { index: usize, count: usize },
+    /// Frame index beyond the number of frames.
+    FrameOutOfRange { frame: usize, count: usize },
+    /// A range selection with `step == 0`.
+    ZeroStep,
+}
+
+impl fmt::Display for SliceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SliceError::IndexOutOfRange { index, count } => {
+                write!(f, "slice index {index} out of range (0..{count})")
+            }
+            SliceError::FrameOutOfRange { frame, count } => {
+                write!(f, "frame {frame} out of range (0..{count})")
+            }
+            SliceError::ZeroStep => write!(f, "slice range step must be > 0"),
+        }
+    }
+}
+
+impl std::error::Error for SliceError {}
+
+/// Slicing plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Plane {
+    /// Normal along z (Inferior→Superior).
+    Axial,
+    /// Normal along y (Posterior→Anterior).
+    Coronal,
+    /// Normal along x (Left→Right).
+    Sagittal,
+}
+
+/// How the plane's axes map to RAS axes: (normal, row axis, column axis).
+struct PlaneAxes {
+    normal: usize,
+    row: usize,
+    col: usize,
+    col_reversed: bool,
+}
+
+impl Plane {
+    /// All planes, in the order axial, coronal, sagittal.
+    pub const ALL: [Plane; 3] = [Plane::Axial, Plane::Coronal, Plane::Sagittal];
+
+    /// Lower-case name used in file names and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Plane::Axial => "axial",
+            Plane::Coronal => "coronal",
+            Plane::Sagittal => "sagittal",
+        }
+    }
+
+    /// Parses `axial`, `coronal` or `sagittal` (case-insensitive).
+    pub fn parse(s: &str) -> Option<Plane> {
+        match s.to_ascii_lowercase().as_str() {
+            "axial" => Some(Plane::Axial),
+            "coronal" => Some(Plane::Coronal),
+            "sagittal" => Some(Plane::Sagittal),
+            _ => None,
+        }
+    }
+
+    fn axes(self, radiological: bool) -> PlaneAxes {
+        // Rows always run from the positive end (Anterior / Superior) at the top.
+        match self {
+            Plane::Axial => PlaneAxes {
+                normal: 2,
+                row: 1,
+                col: 0,
+                col_reversed: radiological,
+            },
+            Plane::Coronal => PlaneAxes {
+                normal: 1,
+                row: 2,
+                col: 0,
+                col_reversed: radiological,
+            },
+            Plane::Sagittal => PlaneAxes {
+                normal: 0,
+                row: 2,
+                col: 1,
+                col_reversed: false,
+            },
+        }
+    }
+
+    /// Number of slices along this plane's normal.
+    pub fn slice_count(self, view: &CanonicalView<'_>) -> usize {
+        view.shape()[self.axes(false).normal]
+    }
+
+    /// Native `(rows, cols)` of a slice (before square-pixel resampling).
+    pub fn native_shape(self, view: &CanonicalView<'_>) -> (usize, usize) {
+        let a = self.axes(false);
+        (view.shape()[a.row], view.shape()[a.col])
+    }
+
+    /// Native `(spacing_row, spacing_col)` in mm.
+    pub fn native_spacing(self, view: &CanonicalView<'_>) -> (f64, f64) {
+        let a = self.axes(false);
+        (view.spacing()[a.row], view.spacing()[a.col])
+    }
+
+    /// Output `(rows, cols, spacing_row, spacing_col)` after square-pixel resampling
+    /// (identical to the native values when in-plane spacing is isotropic).
+    pub fn output_geometry(self, view: &CanonicalView<'_>) -> (usize, usize, f64, f64) {
+        let (rows, cols) = self.native_shape(view);
+        let (sr, sc) = self.native_spacing(view);
+        square_pixel_geometry(rows, cols, sr, sc)
+    }
+}
+
+/// Output geometry `(rows, cols, spacing_row, spacing_col)` for square pixels.
+///
+/// When `sr` and `sc` differ (relative difference > 1e-6), both axes are put on
+/// the smaller spacing: `n' = max(1, round(n * s / min))`. The returned spacings
+/// are the actual ones (`n * s / n'`), which equal `min` up to rounding of `n'`.
+pub fn square_pixel_geometry(
+    rows: usize,
+    cols: usize,
+    sr: f64,
+    sc: f64,
+) -> (usize, usize, f64, f64) {
+    let m = sr.min(sc);
+    if m.is_nan() || m <= 0.0 || (sr - sc).abs() <= 1e-6 * sr.max(sc) {
+        return (rows, cols, sr, sc);
+    }
+    let out = |n: usize, s: f64| ((n as f64 * s / m).round() as usize).max(1);
+    let (r2, c2) = (out(rows, sr), out(cols, sc));
+    (
+        r2,
+        c2,
+        rows as f64 * sr / r2 as f64,
+        cols as f64 * sc / c2 as f64,
+    )
+}
+
+/// Options for [`extract_slice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceOptions {
+    /// Mirror axial and coronal slices left/right (patient Right on image left).
+    pub radiological: bool,
+    /// Resample anisotropic in-plane spacing to square pixels (default true).
+    pub square_pixels: bool,
+}
+
+impl Default for SliceOptions {
+    fn default() -> Self {
+        SliceOptions {
+            radiological: false,
+            square_pixels: true,
+        }
+    }
+}
+
+/// A 2D slice, row-major, row 0 at the top.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slice2D {
+    pub data: Vec<f32>,
+    pub rows: usize,
+    pub cols: usize,
+    /// Pixel height in mm.
+    pub spacing_row: f64,
+    /// Pixel width in mm.
+    pub spacing_col: f64,
+    pub plane: Plane,
+    /// RAS-canonical index along the plane normal.
+    pub index: usize,
+    pub frame: usize,
+}
+
+/// Copies the native slice (no resampling) into `out`, which must hold
+/// `rows * cols` values (see [`Plane::native_shape`]).
+///
+/// Contiguous storage runs are copied with `copy_from_slice` (or a reversed copy);
+/// other layouts use a strided gather that walks storage contiguously where it can.
+pub fn extract_native_into(
+    view: &CanonicalView<'_>,
+    plane: Plane,
+    index: usize,
+    frame: usize,
+    radiological: bool,
+    out: &mut [f32],
+) -> Result<(usize, usize), SliceError> {
+    let a = plane.axes(radiological);
+    let shape = view.shape();
+    let strides = view.strides();
+    if index >= shape[a.normal] {
+        return Err(SliceError::IndexOutOfRange {
+            index,
+            count: shape[a.normal],
+        });
+    }
+    if frame >= view.frames() {
+        return Err(SliceError::FrameOutOfRange {
+            frame,
+            count: view.frames(),
+        });
+    }
+    let (rows, cols) = (shape[a.row], shape[a.col]);
+    assert_eq!(out.len(), rows * cols, "output buffer has the wrong size");
+    let data = view.frame_data(frame);
+
+    // Top-left pixel: row axis at its maximum, column axis at 0 (or max if reversed).
+    let mut start = [0usize; 3];
+    start[a.normal] = index;
+    start[a.row] = rows - 1;
+    start[a.col] = if a.col_reversed { cols - 1 } else { 0 };
+    let base = view.offset(start) as isize;
+    let rs = -strides[a.row];
+    let cs = if a.col_reversed {
+        -strides[a.col]
+    } else {
+        strides[a.col]
+    };
+
+    if cs == 1 || cs == -1 {
+        for (r, orow) in out.chunks_exact_mut(cols).enumerate() {
+            let rb = base + r as isize * rs;
+            if cs == 1 {
+                let s = rb as usize;
+                orow.copy_from_slice(&data[s..s + cols]);
+            } else {
+                let s = (rb - (cols as isize - 1)) as usize;
+                for (o, &v) in orow.iter_mut().zip(data[s..s + cols].iter().rev()) {
+                    *o = v;
+                }
+            }
+        }
+    } else if rs == 1 || rs == -1 {
+        // Storage runs along image columns: read them contiguously, write strided.
+        for c in 0..cols {
+            let cb = base + c as isize * cs;
+            let s = if rs == 1 {
+                cb as usize
+            } else {
+                (cb - (rows as isize - 1)) as usize
+            };
+            let run = &data[s..s + rows];
+            if rs == 1 {
+                for (r, &v) in run.iter().enumerate() {
+                    out[r * cols + c] = v;
+                }
+            } else {
+                for (r, &v) in run.iter().rev().enumerate() {
+                    out[r * cols + c] = v;
+                }
+            }
+        }
+    } else {
+        for (r, orow) in out.chunks_exact_mut(cols).enumerate() {
+            let rb = base + r as isize * rs;
+            for (c, o) in orow.iter_mut().enumerate() {
+                *o = data[(rb + c as isize * cs) as usize];
+            }
+        }
+    }
+    Ok((rows, cols))
+}
+
+/// Extracts one slice with the display convention and optional square-pixel resampling.
+pub fn extract_slice(
+    view: &CanonicalView<'_>,
+    plane: Plane,
+    index: usize,
+    frame: usize,
+    opts: &SliceOptions,
+) -> Result<Slice2D, SliceError> {
+    let (rows, cols) = plane.native_shape(view);
+    let mut native = vec![0.0f32; rows * cols];
+    extract_native_into(view, plane, index, frame, opts.radiological, &mut native)?;
+    let (sr, sc) = plane.native_spacing(view);
+    let (r2, c2, sr2, sc2) = if opts.square_pixels {
+        square_pixel_geometry(rows, cols, sr, sc)
+    } else {
+        (rows, cols, sr, sc)
+    };
+    let data = if (r2, c2) == (rows, cols) {
+        native
+    } else {
+        resample_bilinear(&native, rows, cols, r2, c2)
+    };
+    Ok(Slice2D {
+        data,
+        rows: r2,
+        cols: c2,
+        spacing_row: sr2,
+        spacing_col: sc2,
+        plane,
+        index,
+        frame,
+    })
+}
+
+/// Sampling table for one axis: (lower index, upper index, weight of upper).
+fn axis_table(n_src: usize, n_dst: usize) -> Vec<(usize, usize, f32)> {
+    let scale = n_src as f64 / n_dst as f64;
+    (0..n_dst)
+        .map(|d| {
+            let s = ((d as f64 + 0.5) * scale - 0.5).clamp(0.0, (n_src - 1) as f64);
+            let i0 = s.floor() as usize;
+            let i1 = (i0 + 1).min(n_src - 1);
+            (i0, i1, (s - i0 as f64) as f32)
+        })
+        .collect()
+}
+
+/// Bilinear resampling of a row-major image (pixel-centre aligned, edges clamped).
+///
+/// Separable: a vertical blend of two source rows into one scratch row, then a
+/// horizontal pass; an axis whose size does not change is copied exactly.
+pub fn resample_bilinear(
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    out_rows: usize,
+    out_cols: usize,
+) -> Vec<f32> {
+    assert_eq!(src.len(), rows * cols);
+    let rt = axis_table(rows, out_rows);
+    let ct = axis_table(cols, out_cols);
+    let same_cols = out_cols == cols;
+    let mut out = vec![0.0f32; out_rows * out_cols];
+    let mut tmp = vec![0.0f32; cols];
+    for (orow, &(r0, r1, fy)) in out.chunks_exact_mut(out_cols).zip(rt.iter()) {
+        let a = &src[r0 * cols..(r0 + 1) * cols];
+        if fy == 0.0 {
+            tmp.copy_from_slice(a);
+        } else {
+            let b = &src[r1 * cols..(r1 + 1) * cols];
+            for ((t, &x), &y) in tmp.iter_mut().zip(a).zip(b) {
+                *t = x + (y - x) * fy;
+            }
+        }
+        if same_cols {
+            orow.copy_from_slice(&tmp);
+        } else {
+            for (o, &(c0, c1, fx)) in orow.iter_mut().zip(ct.iter()) {
+                let x = tmp[c0];
+                *o = if fx == 0.0 { x } else { x + (tmp[c1] - x) * fx };
+            }
+        }
+    }
+    out
+}
+
+/// Which slices to take along the plane normal (RAS-canonical indices).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SliceSelection {
+    /// Every slice.
+    All,
+    /// The middle slice, index `n / 2`.
+    Middle,
+    /// Explicit indices, kept in the given order; each must be `< n`.
+    Indices(Vec<usize>),
+    /// `start, start + step, ...` while `< stop` (`stop` is clamped to `n`).
+    Range {
+        start: usize,
+        stop: usize,
+        step: usize,
+    },
+}
+
+impl SliceSelection {
+    /// Resolves the selection for `n` slices.
+    pub fn resolve(&self, n: usize) -> Result<Vec<usize>, SliceError> {
+        match self {
+            SliceSelection::All => Ok((0..n).collect()),
+            SliceSelection::Middle => Ok(if n == 0 { vec![] } else { vec![n / 2] }),
+            SliceSelection::Indices(v) => {
+                if let Some(&bad) = v.iter().find(|&&i| i >= n) {
+                    return Err(SliceError::IndexOutOfRange {
+                        index: bad,
+                        count: n,
+                    });
+                }
+                Ok(v.clone())
+            }
+            SliceSelection::Range { start, stop, step } => {
+                if *step == 0 {
+                    return Err(SliceError::ZeroStep);
+                }
+                Ok((*start..(*stop).min(n)).step_by(*step).collect())
+            }
+        }
+    }
+}
+
+/// Which frames of a 4D volume to slice.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameSelection {
+    All,
+    Indices(Vec<usize>),
+}
+
+impl FrameSelection {
+    /// Resolves the selection for `nt` frames.
+    pub fn resolve(&self, nt: usize) -> Result<Vec<usize>, SliceError> {
+        match self {
+            FrameSelection::All => Ok((0..nt).collect()),
+            FrameSelection::Indices(v) => {
+                if let Some(&bad) = v.iter().find(|&&t| t >= nt) {
+                    return Err(SliceError::FrameOutOfRange {
+                        frame: bad,
+                        count: nt,
+                    });
+                }
+                Ok(v.clone())
+            }
+        }
+    }
+}
+
+/// Rule for skipping near-empty slices (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EmptySliceRule {
+    /// Minimum fraction of foreground pixels to keep a slice, e.g. 0.01.
+    pub min_foreground: f64,
+    /// Foreground threshold as a fraction of the window width above `lo`, e.g. 0.05.
+    pub relative_threshold: f32,
+}
+
+impl Default for EmptySliceRule {
+    fn default() -> Self {
+        EmptySliceRule {
+            min_foreground: 0.01,
+            relative_threshold: 0.05,
+        }
+    }
+}
+
+impl EmptySliceRule {
+    /// Absolute intensity threshold for the volume window.
+    pub fn threshold(&self, window: Window) -> f32 {
+        let w = (window.hi - window.lo).max(0.0);
+        (window.lo + self.relative_threshold as f64 * w) as f32
+    }
+
+    /// Whether `img` is near-empty under this rule.
+    pub fn is_near_empty(&self, img: &[f32], window: Window) -> bool {
+        is_near_empty(img, self.threshold(window), self.min_foreground)
+    }
+}
+
+/// Fraction of pixels strictly above `threshold` (NaN never counts); 0 for an empty image.
+pub fn foreground_fraction(img: &[f32], threshold: f32) -> f64 {
+    if img.is_empty() {
+        return 0.0;
+    }
+    let n: usize = img.iter().map(|&v| (v > threshold) as usize).sum();
+    n as f64 / img.len() as f64
+}
+
+/// `true` when fewer than `min_foreground` of the pixels are above `threshold`.
+pub fn is_near_empty(img: &[f32], threshold: f32, min_foreground: f64) -> bool {
+    foreground_fraction(img, threshold) < min_foreground
+}

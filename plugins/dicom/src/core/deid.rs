@@ -1,0 +1,388 @@
+//! De-identification (PS3.15 E.1 basic profile), UID hashing, sidecar and
+//! output-name sanitising.
+
+use super::header::SeriesMeta;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+
+/// Attributes of the Basic Application Level Confidentiality Profile that this
+/// module knows how to emit when (and only when) allow-listed, as
+/// (keyword, group, element).
+pub(crate) const PHI_TAGS: &[(&str, u16, u16)] = &[
+    ("PatientName", 0x0010, 0x0010),
+    ("PatientID", 0x0010, 0x0020),
+    ("IssuerOfPatientID", 0x0010, 0x0021),
+    ("PatientBirthDate", 0x0010, 0x0030),
+    ("PatientBirthTime", 0x0010, 0x0032),
+    ("PatientSex", 0x0010, 0x0040),
+    ("OtherPatientIDs", 0x0010, 0x1000),
+    ("OtherPatientNames", 0x0010, 0x1001),
+    ("PatientBirthName", 0x0010, 0x1005),
+    ("PatientAge", 0x0010, 0x1010),
+    ("PatientSize", 0x0010, 0x1020),
+    ("PatientWeight", 0x0010, 0x1030),
+    ("PatientAddress", 0x0010, 0x1040),
+    ("PatientMotherBirthName", 0x0010, 0x1060),
+    ("MilitaryRank", 0x0010, 0x1080),
+    ("MedicalRecordLocator", 0x0010, 0x1090),
+    ("PatientTelephoneNumbers", 0x0010, 0x2154),
+    ("EthnicGroup", 0x0010, 0x2160),
+    ("Occupation", 0x0010, 0x2180),
+    ("AdditionalPatientHistory", 0x0010, 0x21B0),
+    ("PatientComments", 0x0010, 0x4000),
+    ("InstitutionName", 0x0008, 0x0080),
+    ("InstitutionAddress", 0x0008, 0x0081),
+    ("InstitutionalDepartmentName", 0x0008, 0x1040),
+    ("ReferringPhysicianName", 0x0008, 0x0090),
+    ("ReferringPhysicianAddress", 0x0008, 0x0092),
+    ("PhysiciansOfRecord", 0x0008, 0x1048),
+    ("PerformingPhysicianName", 0x0008, 0x1050),
+    ("NameOfPhysiciansReadingStudy", 0x0008, 0x1060),
+    ("OperatorsName", 0x0008, 0x1070),
+    ("RequestingPhysician", 0x0032, 0x1032),
+    ("StationName", 0x0008, 0x1010),
+    ("DeviceSerialNumber", 0x0018, 0x1000),
+    ("AccessionNumber", 0x0008, 0x0050),
+    ("StudyID", 0x0020, 0x0010),
+    ("StudyDescription", 0x0008, 0x1030),
+    ("RequestedProcedureDescription", 0x0032, 0x1060),
+    ("PerformedProcedureStepDescription", 0x0040, 0x0254),
+    ("ImageComments", 0x0020, 0x4000),
+    ("InstanceCreationDate", 0x0008, 0x0012),
+    ("InstanceCreationTime", 0x0008, 0x0013),
+    ("StudyDate", 0x0008, 0x0020),
+    ("SeriesDate", 0x0008, 0x0021),
+    ("AcquisitionDate", 0x0008, 0x0022),
+    ("ContentDate", 0x0008, 0x0023),
+    ("AcquisitionDateTime", 0x0008, 0x002A),
+    ("StudyTime", 0x0008, 0x0030),
+    ("SeriesTime", 0x0008, 0x0031),
+    ("AcquisitionTime", 0x0008, 0x0032),
+    ("ContentTime", 0x0008, 0x0033),
+];
+
+/// Keywords of the confidentiality-profile attributes that can be kept with
+/// [`DeidOptions::keep`].
+pub const PHI_KEYWORDS: &[&str] = &[
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientBirthTime",
+    "PatientSex",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "PatientAddress",
+    "PatientMotherBirthName",
+    "MilitaryRank",
+    "MedicalRecordLocator",
+    "PatientTelephoneNumbers",
+    "EthnicGroup",
+    "Occupation",
+    "AdditionalPatientHistory",
+    "PatientComments",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "ReferringPhysicianName",
+    "ReferringPhysicianAddress",
+    "PhysiciansOfRecord",
+    "PerformingPhysicianName",
+    "NameOfPhysiciansReadingStudy",
+    "OperatorsName",
+    "RequestingPhysician",
+    "StationName",
+    "DeviceSerialNumber",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDescription",
+    "RequestedProcedureDescription",
+    "PerformedProcedureStepDescription",
+    "ImageComments",
+    "InstanceCreationDate",
+    "InstanceCreationTime",
+    "StudyDate",
+    "SeriesDate",
+    "AcquisitionDate",
+    "ContentDate",
+    "AcquisitionDateTime",
+    "StudyTime",
+    "SeriesTime",
+    "AcquisitionTime",
+    "ContentTime",
+];
+
+/// De-identification options. Default: keep nothing of PS3.15 E.1.
+#[derive(Debug, Clone, Default)]
+pub struct DeidOptions {
+    /// DICOM keywords (from [`PHI_KEYWORDS`]) to keep verbatim in the sidecar.
+    pub keep: BTreeSet<String>,
+    /// Optional secret mixed into UID hashes (same salt → same hashes).
+    pub uid_salt: String,
+}
+
+impl DeidOptions {
+    /// Allow-list the given keywords.
+    pub fn keeping<I: IntoIterator<Item = S>, S: Into<String>>(keys: I) -> Self {
+        DeidOptions {
+            keep: keys.into_iter().map(Into::into).collect(),
+            uid_salt: String::new(),
+        }
+    }
+}
+
+/// Stable replacement for a UID: `2.25.<decimal of the first 128 bits of
+/// SHA-256(salt || uid)>` (a valid UID, at most 44 characters).
+pub fn hash_uid(uid: &str, salt: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update(b"\0");
+    h.update(uid.trim_end_matches('\0').trim().as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    format!("2.25.{}", u128::from_be_bytes(b))
+}
+
+/// Make a value safe as a file-name token: only `[A-Za-z0-9._+=-]` kept (other
+/// characters, including path separators and control characters, become `_`),
+/// no `..`, no leading dot or dash, at most 64 characters.
+pub fn sanitize_token(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        let ok = c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '=');
+        let c = if ok { c } else { '_' };
+        if c == '_' && out.ends_with('_') {
+            continue;
+        }
+        if c == '.' && out.ends_with('.') {
+            out.pop();
+            out.push('_');
+            continue;
+        }
+        out.push(c);
+    }
+    let out = out
+        .trim_start_matches(['.', '-', '_'])
+        .trim_end_matches(['_', '.']);
+    let mut out: String = out.chars().take(64).collect();
+    while out.ends_with('.') {
+        out.pop();
+    }
+    out
+}
+
+/// Expand a dcm2niix-like name template. Only non-identifying specifiers are
+/// supported: `%p` protocol, `%s` series number, `%d` description, `%m`
+/// modality, `%e` echo number, `%j` hashed series UID, `%%` a percent sign.
+/// Anything else expands to nothing. The result is sanitised and at most 200
+/// characters; never empty.
+pub(crate) fn format_name(meta: &SeriesMeta, template: &str) -> String {
+    let mut out = String::new();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let Some(spec) = chars.next() else { break };
+        let tok = match spec {
+            'p' => meta
+                .protocol
+                .clone()
+                .or_else(|| meta.series_description.clone())
+                .unwrap_or_default(),
+            'd' => meta.series_description.clone().unwrap_or_default(),
+            's' => meta
+                .series_number
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            'm' => meta.modality.clone().unwrap_or_default(),
+            'e' => meta.echo_number.map(|n| n.to_string()).unwrap_or_default(),
+            'j' => hash_uid(&meta.series_uid, ""),
+            '%' => "%".into(),
+            _ => String::new(),
+        };
+        out.push_str(&sanitize_token(&tok));
+    }
+    let mut s = sanitize_token_long(&out);
+    if s.is_empty() {
+        s = "unnamed".into();
+    }
+    s
+}
+
+fn sanitize_token_long(s: &str) -> String {
+    // Same rules as sanitize_token but with a 200 character bound.
+    let parts: Vec<String> = s
+        .split('_')
+        .map(sanitize_token)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let joined = parts.join("_");
+    let mut j: String = joined.chars().take(200).collect();
+    while j.ends_with(['.', '_']) {
+        j.pop();
+    }
+    j
+}
+
+pub(crate) fn normalize_manufacturer(m: &str) -> String {
+    let u = m.to_ascii_uppercase();
+    if u.contains("SIEMENS") {
+        "Siemens".into()
+    } else if u.starts_with("GE ") || u.contains("GE MEDICAL") || u == "GE" {
+        "GE".into()
+    } else if u.contains("PHILIPS") {
+        "Philips".into()
+    } else if u.contains("TOSHIBA") || u.contains("CANON") {
+        "Canon".into()
+    } else if u.contains("HITACHI") {
+        "Hitachi".into()
+    } else if u.contains("UIH") || u.contains("UNITED IMAGING") {
+        "UIH".into()
+    } else {
+        m.to_string()
+    }
+}
+
+/// Series-level information the sidecar needs beyond the header.
+pub(crate) struct SidecarExtra<'a> {
+    pub recon_rows: u32,
+    pub recon_cols: u32,
+    pub warnings: &'a [String],
+    pub slice_timing_s: Option<Vec<f64>>,
+}
+
+pub(crate) fn sidecar(m: &SeriesMeta, x: &SidecarExtra, opts: &DeidOptions) -> Map<String, Value> {
+    let mut j = Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            j.insert(k.to_string(), v);
+        }
+    };
+    let s = |v: &Option<String>| v.as_ref().map(|s| json!(s));
+    let f = |v: Option<f64>| v.map(|x| json!(x));
+    put("Modality", s(&m.modality));
+    put("MagneticFieldStrength", f(m.field_strength));
+    put("ImagingFrequency", f(m.imaging_frequency));
+    put(
+        "Manufacturer",
+        m.manufacturer
+            .as_deref()
+            .map(|v| json!(normalize_manufacturer(v))),
+    );
+    put("ManufacturersModelName", s(&m.model));
+    put("BodyPartExamined", s(&m.body_part));
+    put("PatientPosition", s(&m.patient_position));
+    put("SoftwareVersions", s(&m.software_versions));
+    put("MRAcquisitionType", s(&m.mr_acquisition_type));
+    put("SeriesDescription", s(&m.series_description));
+    put("ProtocolName", s(&m.protocol));
+    put("ScanningSequence", s(&m.scanning_sequence));
+    put("SequenceVariant", s(&m.sequence_variant));
+    put("ScanOptions", s(&m.scan_options));
+    put("SequenceName", s(&m.sequence_name));
+    if !m.image_type.is_empty() {
+        // As dcm2niix: values split on '_' and the image class appended.
+        let mut it: Vec<String> = m
+            .image_type
+            .iter()
+            .flat_map(|v| v.split('_').map(str::to_string).collect::<Vec<_>>())
+            .filter(|v| !v.is_empty())
+            .collect();
+        let class = super::scan::image_class(&m.image_type).to_ascii_uppercase();
+        if !it.contains(&class) {
+            it.push(class);
+        }
+        put("ImageType", Some(json!(it)));
+    }
+    put("SeriesNumber", m.series_number.map(|v| json!(v)));
+    put("AcquisitionNumber", m.acquisition_number.map(|v| json!(v)));
+    put("SliceThickness", f(m.slice_thickness));
+    put("SpacingBetweenSlices", f(m.spacing_between_slices));
+    put("EchoNumber", m.echo_number.map(|v| json!(v)));
+    put("EchoTime", f(m.echo_time_ms.map(|v| v / 1000.0)));
+    put(
+        "RepetitionTime",
+        f(m.repetition_time_ms.map(|v| v / 1000.0)),
+    );
+    put(
+        "InversionTime",
+        f(m.inversion_time_ms.filter(|v| *v > 0.0).map(|v| v / 1000.0)),
+    );
+    put("FlipAngle", f(m.flip_angle));
+    put("PixelBandwidth", f(m.pixel_bandwidth));
+    let pe_col = m
+        .inplane_pe_dir
+        .as_deref()
+        .map(|d| d.eq_ignore_ascii_case("COL"));
+    if m.acquisition_matrix.len() == 4 {
+        let a = &m.acquisition_matrix;
+        let pe = match pe_col {
+            Some(true) => a[2],
+            Some(false) => a[3],
+            None => 0,
+        };
+        // Some vendors fill the other phase entry; fall back to the non-zero one.
+        let pe = if pe > 0 { pe } else { a[2].max(a[3]) };
+        if pe > 0 {
+            put("AcquisitionMatrixPE", Some(json!(pe)));
+        }
+    }
+    if let Some(col) = pe_col {
+        put(
+            "ReconMatrixPE",
+            Some(json!(if col { x.recon_rows } else { x.recon_cols })),
+        );
+        put(
+            "PhaseEncodingAxis",
+            Some(json!(if col { "j" } else { "i" })),
+        );
+        put(
+            "InPlanePhaseEncodingDirectionDICOM",
+            Some(json!(if col { "COL" } else { "ROW" })),
+        );
+    }
+    if let Some(t) = &x.slice_timing_s {
+        put("SliceTiming", Some(json!(t)));
+    }
+    if let Some(o) = m.orientation {
+        put("ImageOrientationPatientDICOM", Some(json!(o)));
+    }
+    if !m.series_uid.is_empty() {
+        put(
+            "SeriesInstanceUID",
+            Some(json!(hash_uid(&m.series_uid, &opts.uid_salt))),
+        );
+    }
+    if !m.study_uid.is_empty() {
+        put(
+            "StudyInstanceUID",
+            Some(json!(hash_uid(&m.study_uid, &opts.uid_salt))),
+        );
+    }
+    for (k, v) in &m.phi {
+        if opts.keep.contains(k) {
+            put(k, Some(json!(v)));
+        }
+    }
+    if !x.warnings.is_empty() {
+        put("Warnings", Some(json!(x.warnings)));
+    }
+    put("ConversionSoftware", Some(json!("mindscan")));
+    put(
+        "DeidentificationMethod",
+        Some(json!(if opts.keep.is_empty() {
+            "PS3.15 E.1 Basic Profile (descriptors retained, UIDs hashed)"
+        } else {
+            "PS3.15 E.1 Basic Profile with explicit allow-list"
+        })),
+    );
+    j
+}

@@ -1,0 +1,461 @@
+//! Header-only reading of one DICOM file into the attributes ingestion needs.
+
+use super::{DicomError, Result, csa, deid::PHI_TAGS};
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
+use std::io::Read;
+use std::path::Path;
+
+pub(crate) type Obj = InMemDicomObject;
+
+/// Series-level attributes (taken from the first file of a series).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SeriesMeta {
+    pub series_uid: String,
+    pub study_uid: String,
+    pub sop_class: String,
+    pub modality: Option<String>,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub field_strength: Option<f64>,
+    pub imaging_frequency: Option<f64>,
+    pub series_description: Option<String>,
+    pub protocol: Option<String>,
+    pub series_number: Option<i64>,
+    pub acquisition_number: Option<i64>,
+    pub echo_time_ms: Option<f64>,
+    pub repetition_time_ms: Option<f64>,
+    pub inversion_time_ms: Option<f64>,
+    pub flip_angle: Option<f64>,
+    pub slice_thickness: Option<f64>,
+    pub spacing_between_slices: Option<f64>,
+    pub echo_number: Option<i64>,
+    pub image_type: Vec<String>,
+    pub acquisition_matrix: Vec<i64>,
+    pub inplane_pe_dir: Option<String>,
+    pub patient_position: Option<String>,
+    pub body_part: Option<String>,
+    pub software_versions: Option<String>,
+    pub mr_acquisition_type: Option<String>,
+    pub scanning_sequence: Option<String>,
+    pub sequence_variant: Option<String>,
+    pub scan_options: Option<String>,
+    pub sequence_name: Option<String>,
+    pub pixel_bandwidth: Option<f64>,
+    pub photometric: String,
+    pub rows: u32,
+    pub cols: u32,
+    pub samples_per_pixel: u16,
+    pub bits_allocated: u16,
+    pub pixel_representation: u16,
+    pub number_of_frames: u32,
+    pub mosaic: Option<u32>,
+    pub csa_slice_normal: Option<[f64; 3]>,
+    /// Siemens MosaicRefAcqTimes (ms), one per slice.
+    pub mosaic_times_ms: Vec<f64>,
+    pub orientation: Option<[f64; 6]>,
+    pub pixel_spacing: Option<[f64; 2]>,
+    /// PS3.15 E.1 attributes present in the file (keyword, value) — only
+    /// emitted when explicitly allow-listed.
+    pub phi: Vec<(String, String)>,
+}
+
+/// Per-frame geometry/scaling/timing.
+#[derive(Debug, Clone)]
+pub(crate) struct FrameInfo {
+    pub frame: u32,
+    pub position: Option<[f64; 3]>,
+    pub orientation: Option<[f64; 6]>,
+    pub pixel_spacing: Option<[f64; 2]>,
+    pub slope: f64,
+    pub intercept: f64,
+    pub temporal: Option<i64>,
+    pub acq_time: Option<f64>,
+    pub echo_time_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct FileHeader {
+    pub transfer_syntax: String,
+    pub sop_uid: String,
+    pub instance_number: Option<i64>,
+    pub meta: SeriesMeta,
+    pub frames: Vec<FrameInfo>,
+}
+
+/// Outcome of trying to open a path as DICOM.
+pub(crate) enum Opened {
+    Dicom(Box<DefaultDicomObject>),
+    NotDicom(String),
+}
+
+fn has_magic(path: &Path) -> std::io::Result<(bool, Vec<u8>)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut head = vec![0u8; 132];
+    let mut n = 0;
+    while n < head.len() {
+        let r = f.read(&mut head[n..])?;
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    head.truncate(n);
+    let magic = (n >= 132 && &head[128..132] == b"DICM") || head.starts_with(b"DICM");
+    Ok((magic, head))
+}
+
+/// Open a DICOM file; `header_only` stops before Pixel Data.
+/// Files without preamble / "DICM" are still tried as a raw data set
+/// (implicit then explicit VR little endian) when they start like one.
+pub(crate) fn open(path: &Path, header_only: bool) -> Result<Opened> {
+    let err = |m: String| DicomError::Read {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    let (magic, head) = has_magic(path).map_err(|e| err(e.to_string()))?;
+    if magic {
+        let mut opts = OpenFileOptions::new();
+        if header_only {
+            opts = opts.read_until(tags::PIXEL_DATA);
+        }
+        return opts
+            .open_file(path)
+            .map(|o| Opened::Dicom(Box::new(o)))
+            .map_err(|e| err(error_chain(&e)));
+    }
+    // Raw data set (no file meta): must start with a group 0x0008 element.
+    let looks_raw = head.len() >= 8 && head[0] == 0x08 && head[1] == 0x00 && head[3] == 0x00;
+    if !looks_raw {
+        return Ok(Opened::NotDicom("not a DICOM file (no DICM magic)".into()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    use dicom_transfer_syntax_registry::entries;
+    for ts in [
+        entries::IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+        entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+    ] {
+        let Ok(obj) = InMemDicomObject::read_dataset_with_ts(&bytes[..], &ts) else {
+            continue;
+        };
+        let sop_class = get_str(&obj, tags::SOP_CLASS_UID);
+        let sop_inst = get_str(&obj, tags::SOP_INSTANCE_UID);
+        let (Some(c), Some(i)) = (sop_class, sop_inst) else {
+            continue;
+        };
+        if obj.get(tags::ROWS).is_none() {
+            continue;
+        }
+        let meta = dicom_object::meta::FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid(c)
+            .media_storage_sop_instance_uid(i)
+            .transfer_syntax(ts.uid())
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        return Ok(Opened::Dicom(Box::new(obj.with_exact_meta(meta))));
+    }
+    Ok(Opened::NotDicom(
+        "not a DICOM file (no DICM magic, not a raw data set)".into(),
+    ))
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+pub(crate) fn get_str(o: &Obj, t: Tag) -> Option<String> {
+    let e = o.get(t)?;
+    let s = e.to_str().ok()?;
+    let s = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+    (!s.is_empty()).then(|| s.to_string())
+}
+pub(crate) fn get_f64(o: &Obj, t: Tag) -> Option<f64> {
+    let e = o.get(t)?;
+    e.to_float64()
+        .ok()
+        .or_else(|| e.to_multi_float64().ok()?.first().copied())
+        .filter(|v| v.is_finite())
+}
+pub(crate) fn get_fvec(o: &Obj, t: Tag) -> Option<Vec<f64>> {
+    let v = o.get(t)?.to_multi_float64().ok()?;
+    v.iter().all(|x| x.is_finite()).then_some(v)
+}
+pub(crate) fn get_int(o: &Obj, t: Tag) -> Option<i64> {
+    let e = o.get(t)?;
+    e.to_int::<i64>()
+        .ok()
+        .or_else(|| get_f64(o, t).map(|f| f.round() as i64))
+}
+fn get_strs(o: &Obj, t: Tag) -> Vec<String> {
+    o.get(t)
+        .and_then(|e| e.to_multi_str().ok().map(|v| v.to_vec()))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| {
+            s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                .to_string()
+        })
+        .collect()
+}
+fn items(o: &Obj, t: Tag) -> Option<&[Obj]> {
+    o.get(t)?.items()
+}
+fn first_item(o: &Obj, t: Tag) -> Option<&Obj> {
+    items(o, t)?.first()
+}
+fn arr3(v: Option<Vec<f64>>) -> Option<[f64; 3]> {
+    let v = v?;
+    (v.len() >= 3).then(|| [v[0], v[1], v[2]])
+}
+fn arr6(v: Option<Vec<f64>>) -> Option<[f64; 6]> {
+    let v = v?;
+    (v.len() >= 6).then(|| [v[0], v[1], v[2], v[3], v[4], v[5]])
+}
+fn arr2(v: Option<Vec<f64>>) -> Option<[f64; 2]> {
+    let v = v?;
+    (v.len() >= 2).then(|| [v[0], v[1]])
+}
+
+/// DICOM TM "HHMMSS.FFFFFF" (or with colons) → seconds since midnight.
+pub(crate) fn parse_tm(s: &str) -> Option<f64> {
+    let s: String = s.chars().filter(|c| *c != ':').collect();
+    let (hms, frac) = match s.split_once('.') {
+        Some((a, b)) => (a.to_string(), format!("0.{b}")),
+        None => (s.clone(), "0".into()),
+    };
+    if hms.len() < 2 || !hms.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let h: f64 = hms.get(0..2)?.parse().ok()?;
+    let m: f64 = hms.get(2..4).unwrap_or("0").parse().ok()?;
+    let sec: f64 = hms.get(4..6).unwrap_or("0").parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + sec + frac.parse::<f64>().unwrap_or(0.0))
+}
+
+/// DT "YYYYMMDDHHMMSS.FFFFFF" → seconds of day (date part ignored: only used to order).
+fn parse_dt(s: &str) -> Option<f64> {
+    let d: f64 = s.get(0..8)?.parse().ok()?;
+    Some(d * 86400.0 + s.get(8..).and_then(parse_tm).unwrap_or(0.0))
+}
+
+fn private_bytes(o: &Obj, group: u16, creator: &str, elem: u8) -> Option<Vec<u8>> {
+    o.private_element(group, creator, elem)
+        .ok()
+        .and_then(|e| e.to_bytes().ok().map(|b| b.to_vec()))
+}
+
+/// Extract everything needed from a (header-only) object.
+pub(crate) fn extract(obj: &DefaultDicomObject) -> Result<FileHeader, String> {
+    let ts = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
+    let o: &Obj = obj;
+    let sop_uid = get_str(o, tags::SOP_INSTANCE_UID)
+        .unwrap_or_else(|| obj.meta().media_storage_sop_instance_uid().to_string());
+    let rows = get_int(o, tags::ROWS).ok_or("missing Rows (0028,0010): not an image")?;
+    let cols = get_int(o, tags::COLUMNS).ok_or("missing Columns (0028,0011)")?;
+    let mut m = SeriesMeta {
+        series_uid: get_str(o, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+        study_uid: get_str(o, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
+        sop_class: get_str(o, tags::SOP_CLASS_UID).unwrap_or_default(),
+        modality: get_str(o, tags::MODALITY),
+        manufacturer: get_str(o, tags::MANUFACTURER),
+        model: get_str(o, tags::MANUFACTURER_MODEL_NAME),
+        field_strength: get_f64(o, tags::MAGNETIC_FIELD_STRENGTH),
+        imaging_frequency: get_f64(o, tags::IMAGING_FREQUENCY),
+        series_description: get_str(o, tags::SERIES_DESCRIPTION),
+        protocol: get_str(o, tags::PROTOCOL_NAME),
+        series_number: get_int(o, tags::SERIES_NUMBER),
+        acquisition_number: get_int(o, tags::ACQUISITION_NUMBER),
+        echo_time_ms: get_f64(o, tags::ECHO_TIME),
+        repetition_time_ms: get_f64(o, tags::REPETITION_TIME),
+        inversion_time_ms: get_f64(o, tags::INVERSION_TIME),
+        flip_angle: get_f64(o, tags::FLIP_ANGLE),
+        slice_thickness: get_f64(o, tags::SLICE_THICKNESS),
+        spacing_between_slices: get_f64(o, tags::SPACING_BETWEEN_SLICES),
+        echo_number: get_int(o, tags::ECHO_NUMBERS),
+        image_type: get_strs(o, tags::IMAGE_TYPE),
+        acquisition_matrix: o
+            .get(tags::ACQUISITION_MATRIX)
+            .and_then(|e| e.to_multi_int::<i64>().ok())
+            .unwrap_or_default(),
+        inplane_pe_dir: get_str(o, tags::IN_PLANE_PHASE_ENCODING_DIRECTION),
+        patient_position: get_str(o, tags::PATIENT_POSITION),
+        body_part: get_str(o, tags::BODY_PART_EXAMINED),
+        software_versions: get_strs(o, tags::SOFTWARE_VERSIONS)
+            .into_iter()
+            .next()
+            .filter(|s| !s.is_empty()),
+        mr_acquisition_type: get_str(o, tags::MR_ACQUISITION_TYPE),
+        scanning_sequence: get_str(o, tags::SCANNING_SEQUENCE),
+        sequence_variant: get_str(o, tags::SEQUENCE_VARIANT),
+        scan_options: get_str(o, tags::SCAN_OPTIONS),
+        sequence_name: get_str(o, tags::SEQUENCE_NAME),
+        pixel_bandwidth: get_f64(o, tags::PIXEL_BANDWIDTH),
+        photometric: get_str(o, tags::PHOTOMETRIC_INTERPRETATION)
+            .unwrap_or_else(|| "MONOCHROME2".into()),
+        rows: rows.max(0) as u32,
+        cols: cols.max(0) as u32,
+        samples_per_pixel: get_int(o, tags::SAMPLES_PER_PIXEL).unwrap_or(1) as u16,
+        bits_allocated: get_int(o, tags::BITS_ALLOCATED).unwrap_or(16) as u16,
+        pixel_representation: get_int(o, tags::PIXEL_REPRESENTATION).unwrap_or(0) as u16,
+        number_of_frames: get_int(o, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32,
+        orientation: arr6(get_fvec(o, tags::IMAGE_ORIENTATION_PATIENT)),
+        pixel_spacing: arr2(get_fvec(o, tags::PIXEL_SPACING))
+            .or_else(|| arr2(get_fvec(o, tags::IMAGER_PIXEL_SPACING))),
+        ..Default::default()
+    };
+    for (kw, g, e) in PHI_TAGS {
+        if let Some(v) = get_str(o, Tag(*g, *e)) {
+            m.phi.push((kw.to_string(), v));
+        }
+    }
+    // Siemens mosaic: CSA image header, else private (0019,xx0A).
+    let is_mosaic = m
+        .image_type
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case("MOSAIC"));
+    if let Some(b) = private_bytes(o, 0x0029, "SIEMENS CSA HEADER", 0x10) {
+        let c = csa::parse(&b);
+        if let Some(n) = c
+            .get("NumberOfImagesInMosaic")
+            .and_then(|v| v.first())
+            .and_then(|s| s.parse::<f64>().ok())
+        {
+            m.mosaic = Some(n as u32);
+        }
+        if let Some(v) = c.get("SliceNormalVector")
+            && v.len() >= 3
+        {
+            let p: Vec<f64> = v.iter().filter_map(|s| s.parse().ok()).collect();
+            if p.len() >= 3 {
+                m.csa_slice_normal = Some([p[0], p[1], p[2]]);
+            }
+        }
+        if let Some(v) = c.get("MosaicRefAcqTimes") {
+            m.mosaic_times_ms = v.iter().filter_map(|s| s.parse().ok()).collect();
+        }
+    }
+    if m.mosaic.is_none()
+        && let Ok(e) = o.private_element(0x0019, "SIEMENS MR HEADER", 0x0A)
+        && let Ok(n) = e.to_int::<i64>()
+    {
+        m.mosaic = Some(n as u32);
+    }
+    if !is_mosaic || m.mosaic.is_some_and(|n| n <= 1) {
+        m.mosaic = None;
+    }
+
+    let mut frames = Vec::new();
+    let shared = first_item(o, Tag(0x5200, 0x9229));
+    let per_frame = items(o, Tag(0x5200, 0x9230));
+    let base_time = get_str(o, tags::ACQUISITION_TIME)
+        .or_else(|| get_str(o, tags::CONTENT_TIME))
+        .and_then(|s| parse_tm(&s))
+        .or_else(|| get_str(o, tags::ACQUISITION_DATE_TIME).and_then(|s| parse_dt(&s)));
+    let base_slope = get_f64(o, tags::RESCALE_SLOPE).filter(|s| *s != 0.0);
+    let base_inter = get_f64(o, tags::RESCALE_INTERCEPT);
+    if let Some(pf) = per_frame.filter(|p| !p.is_empty()) {
+        // Enhanced multi-frame: functional groups.
+        let fg = |f: &Obj, seq: Tag, t: Tag| -> Option<Vec<f64>> {
+            first_item(f, seq).and_then(|i| get_fvec(i, t)).or_else(|| {
+                shared
+                    .and_then(|s| first_item(s, seq))
+                    .and_then(|i| get_fvec(i, t))
+            })
+        };
+        for (i, f) in pf.iter().enumerate() {
+            let content = first_item(f, tags::FRAME_CONTENT_SEQUENCE);
+            let pm = fg(f, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING);
+            let slope = fg(
+                f,
+                tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+                tags::RESCALE_SLOPE,
+            )
+            .and_then(|v| v.first().copied())
+            .or(base_slope)
+            .filter(|s| *s != 0.0);
+            let inter = fg(
+                f,
+                tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+                tags::RESCALE_INTERCEPT,
+            )
+            .and_then(|v| v.first().copied())
+            .or(base_inter);
+            frames.push(FrameInfo {
+                frame: i as u32,
+                position: arr3(fg(
+                    f,
+                    tags::PLANE_POSITION_SEQUENCE,
+                    tags::IMAGE_POSITION_PATIENT,
+                )),
+                orientation: arr6(fg(
+                    f,
+                    tags::PLANE_ORIENTATION_SEQUENCE,
+                    tags::IMAGE_ORIENTATION_PATIENT,
+                ))
+                .or(m.orientation),
+                pixel_spacing: arr2(pm).or(m.pixel_spacing),
+                slope: slope.unwrap_or(1.0),
+                intercept: inter.unwrap_or(0.0),
+                temporal: content.and_then(|c| get_int(c, tags::TEMPORAL_POSITION_INDEX)),
+                acq_time: content
+                    .and_then(|c| get_str(c, tags::FRAME_ACQUISITION_DATE_TIME))
+                    .and_then(|s| parse_dt(&s))
+                    .or(base_time),
+                echo_time_ms: fg(f, tags::MR_ECHO_SEQUENCE, tags::EFFECTIVE_ECHO_TIME)
+                    .and_then(|v| v.first().copied())
+                    .or(m.echo_time_ms),
+            });
+        }
+        if m.orientation.is_none() {
+            m.orientation = frames.first().and_then(|f| f.orientation);
+        }
+        if m.pixel_spacing.is_none() {
+            m.pixel_spacing = frames.first().and_then(|f| f.pixel_spacing);
+        }
+        if m.slice_thickness.is_none() {
+            m.slice_thickness = first_item(
+                pf.first().unwrap_or(&Obj::new_empty()),
+                tags::PIXEL_MEASURES_SEQUENCE,
+            )
+            .or_else(|| shared.and_then(|s| first_item(s, tags::PIXEL_MEASURES_SEQUENCE)))
+            .and_then(|i| get_f64(i, tags::SLICE_THICKNESS));
+        }
+        if m.echo_time_ms.is_none() {
+            m.echo_time_ms = frames.first().and_then(|f| f.echo_time_ms);
+        }
+    } else {
+        let pos = arr3(get_fvec(o, tags::IMAGE_POSITION_PATIENT));
+        for i in 0..m.number_of_frames {
+            frames.push(FrameInfo {
+                frame: i,
+                position: pos,
+                orientation: m.orientation,
+                pixel_spacing: m.pixel_spacing,
+                slope: base_slope.unwrap_or(1.0),
+                intercept: base_inter.unwrap_or(0.0),
+                temporal: get_int(o, tags::TEMPORAL_POSITION_IDENTIFIER),
+                acq_time: base_time,
+                echo_time_ms: m.echo_time_ms,
+            });
+        }
+    }
+    Ok(FileHeader {
+        transfer_syntax: ts,
+        sop_uid,
+        instance_number: get_int(o, tags::INSTANCE_NUMBER),
+        meta: m,
+        frames,
+    })
+}

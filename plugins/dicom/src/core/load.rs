@@ -1,0 +1,377 @@
+//! Pixel decoding and volume assembly.
+
+use super::deid::{DeidOptions, SidecarExtra, format_name, sidecar};
+use super::header::{self, Opened};
+use super::{
+    DicomError, DicomVolume, FrameRef, Result, Series, VoxelData, transfer_syntax_supported,
+};
+use dicom_pixeldata::PixelDecoder;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Decoded samples of one file (all frames, frame-major).
+enum Samples {
+    /// Monochrome integer samples (sign handled).
+    Int(Vec<i64>),
+    /// Monochrome floating point samples.
+    Float(Vec<f64>),
+    /// Interleaved RGB bytes.
+    Rgb(Vec<u8>),
+}
+
+struct Decoded {
+    samples: Samples,
+    frame_len: usize,
+}
+
+fn decode_file(path: &Path, ts: &str, series: &Series) -> Result<Decoded> {
+    let derr = |m: String| DicomError::Decode {
+        path: path.to_path_buf(),
+        transfer_syntax: ts.to_string(),
+        message: m,
+    };
+    transfer_syntax_supported(ts).map_err(derr)?;
+    let opened = header::open(path, false).map_err(|e| match e {
+        DicomError::Read { message, .. } => derr(message),
+        other => other,
+    })?;
+    let obj = match opened {
+        Opened::Dicom(o) => o,
+        Opened::NotDicom(r) => {
+            return Err(DicomError::Read {
+                path: path.to_path_buf(),
+                message: r,
+            });
+        }
+    };
+    let dec = obj
+        .decode_pixel_data()
+        .map_err(|e| derr(header::error_chain(&e)))?;
+    let m = &series.meta;
+    let rows = dec.rows() as usize;
+    let cols = dec.columns() as usize;
+    if rows != m.rows as usize || cols != m.cols as usize {
+        return Err(derr(format!(
+            "image is {cols}x{rows}, series is {}x{}",
+            m.cols, m.rows
+        )));
+    }
+    let frames = dec.number_of_frames() as usize;
+    let spp = dec.samples_per_pixel() as usize;
+    let ba = dec.bits_allocated();
+    let bs = dec.bits_stored().clamp(1, ba.max(1));
+    let signed = dec.pixel_representation() == dicom_pixeldata::PixelRepresentation::Signed;
+    let data = dec.data();
+    let npix = rows * cols;
+    let frame_len = npix;
+    if spp == 3 {
+        let need = npix * 3 * frames;
+        if ba != 8 || data.len() < need {
+            return Err(derr(format!(
+                "unsupported colour pixel data: {ba} bits, {} bytes for {need}",
+                data.len()
+            )));
+        }
+        let mut out = data[..need].to_vec();
+        if dec.planar_configuration() == dicom_pixeldata::PlanarConfiguration::PixelFirst {
+            // planar R..G..B.. → interleaved RGB
+            for f in 0..frames {
+                let src = &data[f * npix * 3..(f + 1) * npix * 3];
+                let dst = &mut out[f * npix * 3..(f + 1) * npix * 3];
+                for p in 0..npix {
+                    for c in 0..3 {
+                        dst[3 * p + c] = src[c * npix + p];
+                    }
+                }
+            }
+        }
+        return Ok(Decoded {
+            samples: Samples::Rgb(out),
+            frame_len,
+        });
+    }
+    if spp != 1 {
+        return Err(derr(format!("{spp} samples per pixel not supported")));
+    }
+    let n = npix * frames;
+    let bytes_per = (ba as usize).div_ceil(8).max(1);
+    if ba != 1 && data.len() < n * bytes_per {
+        return Err(derr(format!(
+            "pixel data too short: {} bytes for {n} samples of {ba} bits (truncated file?)",
+            data.len()
+        )));
+    }
+    let sext = |v: i64| -> i64 {
+        if signed && (bs as u32) < 64 {
+            let sh = 64 - bs as u32;
+            (v << sh) >> sh
+        } else {
+            v
+        }
+    };
+    let samples = match ba {
+        1 | 8 => Samples::Int(data[..n].iter().map(|&b| sext(b as i64)).collect()),
+        16 => Samples::Int(
+            data[..2 * n]
+                .chunks_exact(2)
+                .map(|c| sext(u16::from_ne_bytes([c[0], c[1]]) as i64))
+                .collect(),
+        ),
+        32 if m.sop_class.contains("1.2.840.10008.5.1.4.1.1.30") => Samples::Float(
+            data[..4 * n]
+                .chunks_exact(4)
+                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                .collect(),
+        ),
+        32 => Samples::Int(
+            data[..4 * n]
+                .chunks_exact(4)
+                .map(|c| sext(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]) as i64))
+                .collect(),
+        ),
+        _ => return Err(derr(format!("{ba} bits allocated not supported"))),
+    };
+    Ok(Decoded { samples, frame_len })
+}
+
+/// Load a series with default de-identification (nothing from PS3.15 E.1 kept).
+pub fn load_series(series: &Series) -> Result<DicomVolume> {
+    load_series_with(series, &DeidOptions::default())
+}
+
+/// Decode and assemble a series. Files are decoded in parallel; memory is
+/// bounded by the series. Any file that fails makes the whole call fail with
+/// an error listing every failing file and its transfer syntax.
+pub fn load_series_with(series: &Series, opts: &DeidOptions) -> Result<DicomVolume> {
+    load_impl(series, opts, false).map(|(v, _)| v)
+}
+
+/// Like [`load_series_with`], but files that fail to decode do not stop the
+/// series: their slices are zero-filled, a warning (instance number, no path)
+/// is added to the volume and sidecar, and the per-file errors (with paths and
+/// transfer syntaxes) are returned beside the volume. Fails only when no file
+/// of the series can be decoded.
+pub fn load_series_lenient(
+    series: &Series,
+    opts: &DeidOptions,
+) -> Result<(DicomVolume, Vec<DicomError>)> {
+    load_impl(series, opts, true)
+}
+
+fn load_impl(
+    series: &Series,
+    opts: &DeidOptions,
+    lenient: bool,
+) -> Result<(DicomVolume, Vec<DicomError>)> {
+    let [ni, nj, nk, nt] = series.dims;
+    let m = &series.meta;
+    // Unique files → decode in parallel.
+    let mut files: BTreeMap<&PathBuf, &str> = BTreeMap::new();
+    for f in &series.frames {
+        files.insert(&f.path, &f.transfer_syntax);
+    }
+    let decoded: Vec<(PathBuf, Result<Decoded>)> = files
+        .par_iter()
+        .map(|(p, ts)| ((*p).clone(), decode_file(p, ts, series)))
+        .collect();
+    let mut ok: BTreeMap<PathBuf, Decoded> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (p, r) in decoded {
+        match r {
+            Ok(d) => {
+                ok.insert(p, d);
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    let mut warnings = series.warnings.clone();
+    if !failures.is_empty() && (!lenient || ok.is_empty()) {
+        return Err(if failures.len() == 1 && files.len() == 1 {
+            failures.remove(0)
+        } else {
+            DicomError::Series {
+                series: series.output_name("%p_%s"),
+                failures,
+            }
+        });
+    }
+    if !failures.is_empty() {
+        let bad: Vec<String> = series
+            .frames
+            .iter()
+            .filter(|f| !ok.contains_key(&f.path))
+            .map(|f| {
+                f.instance_number
+                    .map(|n| n.to_string())
+                    .unwrap_or("?".into())
+            })
+            .collect();
+        warnings.push(format!(
+            "{} file(s) could not be decoded (instance(s) {}): their slices are zero-filled",
+            failures.len(),
+            bad.join(",")
+        ));
+    }
+    if m.photometric == "MONOCHROME1" {
+        warnings.push(
+            "MONOCHROME1 (inverted grey scale): stored values kept as is, not inverted".into(),
+        );
+    }
+    let nvox = ni * nj * nk * nt;
+    let slice = ni * nj;
+
+    // Copy a frame (or mosaic tile) into a destination slice.
+    let tile_of = |fr: &FrameRef, k: usize| -> (usize, usize) {
+        // (offset into the decoded buffer, row stride) for tile k (mosaic) or the frame.
+        let d = &ok[&fr.path];
+        let base = fr.frame as usize * d.frame_len;
+        if series.mosaic.is_some() {
+            let tiles = m.cols as usize / ni;
+            let (tr, tc) = (k / tiles, k % tiles);
+            (base + tr * nj * m.cols as usize + tc * ni, m.cols as usize)
+        } else {
+            (base, ni)
+        }
+    };
+    let slot_of = |k: usize, t: usize| -> Option<(&FrameRef, usize)> {
+        if series.mosaic.is_some() {
+            series.slots[t].map(|i| (&series.frames[i], k))
+        } else {
+            series.slots[t * nk + k].map(|i| (&series.frames[i], 0))
+        }
+        .filter(|(f, _)| ok.contains_key(&f.path))
+    };
+    let is_rgb = ok.values().any(|d| matches!(d.samples, Samples::Rgb(_)));
+    let present: Vec<&FrameRef> = series
+        .slots
+        .iter()
+        .flatten()
+        .map(|&i| &series.frames[i])
+        .filter(|f| ok.contains_key(&f.path))
+        .collect();
+    let s0 = present
+        .first()
+        .map(|f| (f.rescale_slope, f.rescale_intercept));
+    let uniform = present
+        .iter()
+        .all(|f| Some((f.rescale_slope, f.rescale_intercept)) == s0);
+    let (slope, inter) = s0.unwrap_or((1.0, 0.0));
+
+    let voxels = if is_rgb {
+        let mut out = vec![0u8; nvox * 3];
+        for t in 0..nt {
+            for k in 0..nk {
+                if let Some((fr, tk)) = slot_of(k, t)
+                    && let Samples::Rgb(src) = &ok[&fr.path].samples
+                {
+                    let (off, stride) = tile_of(fr, tk);
+                    for j in 0..nj {
+                        let s = 3 * (off + j * stride);
+                        let d = 3 * ((t * nk + k) * slice + j * ni);
+                        out[d..d + 3 * ni].copy_from_slice(&src[s..s + 3 * ni]);
+                    }
+                }
+            }
+        }
+        VoxelData::Rgb8(out)
+    } else {
+        let float = !uniform || ok.values().any(|d| matches!(d.samples, Samples::Float(_)));
+        if !uniform {
+            warnings.push(
+                "rescale slope/intercept differ between images: values rescaled and stored as float32"
+                    .into(),
+            );
+        }
+        let mut buf = vec![0f64; nvox];
+        let (mut mn, mut mx) = (i64::MAX, i64::MIN);
+        for t in 0..nt {
+            for k in 0..nk {
+                let Some((fr, tk)) = slot_of(k, t) else {
+                    continue;
+                };
+                let (off, stride) = tile_of(fr, tk);
+                let (a, b) = if float && !uniform {
+                    (fr.rescale_slope, fr.rescale_intercept)
+                } else {
+                    (1.0, 0.0)
+                };
+                for j in 0..nj {
+                    let d = (t * nk + k) * slice + j * ni;
+                    let s = off + j * stride;
+                    match &ok[&fr.path].samples {
+                        Samples::Int(v) => {
+                            for i in 0..ni {
+                                let x = v[s + i];
+                                mn = mn.min(x);
+                                mx = mx.max(x);
+                                buf[d + i] = x as f64 * a + b;
+                            }
+                        }
+                        Samples::Float(v) => {
+                            for i in 0..ni {
+                                buf[d + i] = v[s + i] * a + b;
+                            }
+                        }
+                        Samples::Rgb(_) => {}
+                    }
+                }
+            }
+        }
+        if float {
+            VoxelData::F32(buf.iter().map(|&v| v as f32).collect())
+        } else {
+            let signed = m.pixel_representation == 1;
+            let (mn, mx) = if mn > mx { (0, 0) } else { (mn, mx) };
+            let cast = |v: &f64| *v as i64;
+            if m.bits_allocated <= 8 && !signed {
+                VoxelData::U8(buf.iter().map(|v| cast(v) as u8).collect())
+            } else if m.bits_allocated <= 8 {
+                VoxelData::I8(buf.iter().map(|v| cast(v) as i8).collect())
+            } else if mn >= i16::MIN as i64 && mx <= i16::MAX as i64 {
+                // dcm2niix stores unsigned 16-bit data as int16 when it fits.
+                VoxelData::I16(buf.iter().map(|v| cast(v) as i16).collect())
+            } else if mn >= 0 && mx <= u16::MAX as i64 {
+                VoxelData::U16(buf.iter().map(|v| cast(v) as u16).collect())
+            } else if mn >= i32::MIN as i64 && mx <= i32::MAX as i64 {
+                VoxelData::I32(buf.iter().map(|v| cast(v) as i32).collect())
+            } else {
+                VoxelData::U32(buf.iter().map(|v| cast(v) as u32).collect())
+            }
+        }
+    };
+    let (scl_slope, scl_inter) = if is_rgb {
+        (None, None)
+    } else if matches!(voxels, VoxelData::F32(_)) && !uniform {
+        (Some(1.0), Some(0.0))
+    } else {
+        (Some(slope), Some(inter))
+    };
+    let a = &series.geometry.affine;
+    let col = |c: usize| (a[0][c].powi(2) + a[1][c].powi(2) + a[2][c].powi(2)).sqrt();
+    let tr = m.repetition_time_ms.map(|v| v / 1000.0).unwrap_or(0.0);
+    let slice_timing = (series.mosaic.is_some() && m.mosaic_times_ms.len() == nk)
+        .then(|| m.mosaic_times_ms.iter().map(|v| v / 1000.0).collect());
+    let side = sidecar(
+        m,
+        &SidecarExtra {
+            recon_rows: nj as u32,
+            recon_cols: ni as u32,
+            warnings: &warnings,
+            slice_timing_s: slice_timing,
+        },
+        opts,
+    );
+    let vol = DicomVolume {
+        dims: series.dims,
+        voxels,
+        affine: *a,
+        pixdim: [col(0), col(1), col(2), tr],
+        scl_slope,
+        scl_inter,
+        sidecar: side,
+        warnings,
+        name: format_name(m, "%p_%s"),
+    };
+    Ok((vol, failures))
+}

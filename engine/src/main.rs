@@ -1,1 +1,240 @@
-fn main() {}
+//! `mindscan`: run, check and explore Mindscan pipelines.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mindscan_engine::commands::{self, Outcome, PluginSources, RunArgs};
+use mindscan_engine::progress::Progress;
+use mindscan_engine::{config, convert, inspect, signals};
+
+#[derive(Parser)]
+#[command(
+    name = "mindscan",
+    version,
+    about = "Turn medical scans into AI-ready datasets"
+)]
+struct Cli {
+    /// Extra folder (or file) of plugin libraries; repeatable. See also MINDSCAN_PLUGIN_PATH.
+    #[arg(long = "plugin-dir", global = true, value_name = "DIR")]
+    plugin_dirs: Vec<PathBuf>,
+    /// Only warnings and errors on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline.
+    Run {
+        pipeline: PathBuf,
+        /// Override a parameter: STAGE_ID.PARAM=VALUE (VALUE is YAML). Repeatable.
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        sets: Vec<String>,
+        /// Write per-stage metrics as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        metrics_json: Option<PathBuf>,
+        /// Never draw progress bars or progress lines.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Check a pipeline (stages, parameters, edges) and report every problem at once.
+    Validate {
+        pipeline: PathBuf,
+        #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+        sets: Vec<String>,
+    },
+    /// List the stages available, or show one stage's parameters and item kinds.
+    Plugins { stage: Option<String> },
+    /// Summarise a NIfTI file's header.
+    Inspect { file: PathBuf },
+    /// Convert files without writing YAML (builds the same pipeline internally).
+    Convert {
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Jpg)]
+        format: Format,
+        #[arg(long, value_enum, default_value_t = Plane::Axial)]
+        plane: Plane,
+        /// Worker threads for the heavy stages (default: all cores).
+        #[arg(long)]
+        workers: Option<u32>,
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Print the JSON Schema of pipeline files (for editor completion).
+    Schema,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Jpg,
+    Png,
+    Nifti,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Plane {
+    Axial,
+    Coronal,
+    Sagittal,
+    All,
+}
+
+fn init_logging(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MINDSCAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .compact()
+        .init();
+}
+
+fn finish(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Ok => ExitCode::SUCCESS,
+        Outcome::Invalid(m) => {
+            eprintln!("{m}");
+            ExitCode::from(2)
+        }
+        Outcome::Failed(m) => {
+            eprintln!("error: run failed: {m}");
+            ExitCode::from(1)
+        }
+        Outcome::Interrupted => {
+            eprintln!("stopped: interrupted; items in flight were finished and outputs flushed");
+            ExitCode::from(130)
+        }
+    }
+}
+
+fn progress(no_progress: bool, quiet: bool) -> Progress {
+    if no_progress || quiet {
+        Progress::Off
+    } else {
+        Progress::auto()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.quiet);
+    let sources = PluginSources {
+        dirs: cli.plugin_dirs.clone(),
+    };
+    let result = (|| -> anyhow::Result<Outcome> {
+        Ok(match cli.command {
+            Command::Run {
+                pipeline,
+                sets,
+                metrics_json,
+                no_progress,
+            } => {
+                let (plan, _registry) = match commands::load_plan(&pipeline, &sets, &sources) {
+                    Ok(p) => p,
+                    Err(o) => return Ok(o),
+                };
+                let cancel = signals::install()?;
+                let args = RunArgs {
+                    progress: progress(no_progress, cli.quiet),
+                    metrics_json,
+                    cancel,
+                    quiet: cli.quiet,
+                };
+                commands::run_plan(&plan, args)?.0
+            }
+            Command::Validate { pipeline, sets } => {
+                match commands::load_plan(&pipeline, &sets, &sources) {
+                    Ok((plan, _)) => {
+                        println!(
+                            "{}: ok ({} stages: {})",
+                            pipeline.display(),
+                            plan.stages.len(),
+                            plan.stages
+                                .iter()
+                                .map(|s| s.id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(" -> ")
+                        );
+                        Outcome::Ok
+                    }
+                    Err(o) => o,
+                }
+            }
+            Command::Plugins { stage } => {
+                let registry = commands::registry(&sources, None)?;
+                match commands::describe_plugins(&registry, stage.as_deref()) {
+                    Ok(text) => {
+                        print!("{text}");
+                        Outcome::Ok
+                    }
+                    Err(e) => Outcome::Invalid(format!("error: {e:#}")),
+                }
+            }
+            Command::Inspect { file } => match inspect::inspect(&file) {
+                Ok(text) => {
+                    print!("{text}");
+                    Outcome::Ok
+                }
+                Err(e) => Outcome::Failed(format!("{e:#}")),
+            },
+            Command::Convert {
+                inputs,
+                out,
+                format,
+                plane,
+                workers,
+                no_progress,
+            } => {
+                let request = convert::Request {
+                    inputs,
+                    out,
+                    format: match format {
+                        Format::Jpg => "jpg",
+                        Format::Png => "png",
+                        Format::Nifti => "nifti",
+                    },
+                    plane: match plane {
+                        Plane::Axial => "axial",
+                        Plane::Coronal => "coronal",
+                        Plane::Sagittal => "sagittal",
+                        Plane::All => "all",
+                    },
+                    workers,
+                };
+                let file = convert::pipeline(&request)?;
+                let registry = commands::registry(&sources, None)?;
+                let plan = match mindscan_engine::plan::build(&file, &registry, "convert", None) {
+                    Ok(p) => p,
+                    Err(d) => return Ok(Outcome::Invalid(d.to_string())),
+                };
+                let cancel = signals::install()?;
+                let args = RunArgs {
+                    progress: progress(no_progress, cli.quiet),
+                    metrics_json: None,
+                    cancel,
+                    quiet: cli.quiet,
+                };
+                commands::run_plan(&plan, args)?.0
+            }
+            Command::Schema => {
+                println!("{}", serde_json::to_string_pretty(&config::json_schema())?);
+                Outcome::Ok
+            }
+        })
+    })();
+    match result {
+        Ok(o) => finish(o),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! First-party plugins linked into the binary. They go through the same C ABI as libraries
+//! loaded from disk; only the lookup of the descriptor differs.
+
+use mindscan_sdk::abi::PluginDescriptor;
+
+pub fn descriptors() -> Vec<*const PluginDescriptor> {
+    vec![
+        mindscan_plugin_nifti::plugin_descriptor(),
+        mindscan_plugin_imaging::plugin_descriptor(),
+    ]
+}

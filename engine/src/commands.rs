@@ -1,0 +1,224 @@
+//! What each CLI subcommand does, as plain functions the binary and the tests call.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::config::{self, PipelineFile};
+use crate::plan::{self, Plan};
+use crate::progress::{Progress, summary_table};
+use crate::registry::Registry;
+use crate::runtime::{self, RunOptions, RunReport};
+
+/// Where plugins come from besides the built-in ones.
+#[derive(Default, Clone)]
+pub struct PluginSources {
+    pub dirs: Vec<PathBuf>,
+}
+
+/// Builds the registry: built-in plugins, then `MINDSCAN_PLUGIN_PATH`, `--plugin-dir`, and the
+/// pipeline's own `plugins:` list (relative to the pipeline file).
+pub fn registry(
+    sources: &PluginSources,
+    file: Option<(&PipelineFile, Option<&Path>)>,
+) -> Result<Registry> {
+    let mut r = Registry::with_builtin()?;
+    r.load_env()?;
+    for d in &sources.dirs {
+        r.load_path(d)?;
+    }
+    if let Some((file, path)) = file {
+        for p in &file.plugins {
+            let resolved = config::resolve_relative(path, &p.value);
+            r.load_path(&resolved).with_context(|| {
+                format!(
+                    "{}:{}:{}: plugin listed here could not be loaded",
+                    path.map(|p| p.display().to_string()).unwrap_or_default(),
+                    p.line,
+                    p.column
+                )
+            })?;
+        }
+    }
+    Ok(r)
+}
+
+/// Exit status of a command, with what to print.
+pub enum Outcome {
+    Ok,
+    /// The pipeline or the command line is wrong (status 2).
+    Invalid(String),
+    /// The run failed (status 1).
+    Failed(String),
+    /// Stopped by Ctrl-C / SIGTERM after a graceful stop (status 130).
+    Interrupted,
+}
+
+/// Loads, overrides and validates a pipeline file.
+pub fn load_plan(
+    path: &Path,
+    sets: &[String],
+    sources: &PluginSources,
+) -> Result<(Plan, Registry), Outcome> {
+    let mut file = config::load(path).map_err(|e| Outcome::Invalid(e.to_string()))?;
+    config::apply_overrides(&mut file, sets).map_err(Outcome::Invalid)?;
+    let registry = registry(sources, Some((&file, Some(path))))
+        .map_err(|e| Outcome::Invalid(format!("{e:#}")))?;
+    let plan = plan::build(&file, &registry, &path.display().to_string(), Some(path))
+        .map_err(|d| Outcome::Invalid(d.to_string()))?;
+    Ok((plan, registry))
+}
+
+pub struct RunArgs {
+    pub progress: Progress,
+    pub metrics_json: Option<PathBuf>,
+    pub cancel: Arc<AtomicBool>,
+    pub quiet: bool,
+}
+
+/// Runs a plan, prints the summary, writes metrics; returns the outcome.
+pub fn run_plan(plan: &Plan, args: RunArgs) -> Result<(Outcome, RunReport)> {
+    let report = runtime::run(
+        plan,
+        RunOptions {
+            cancel: args.cancel,
+            progress: args.progress,
+            cuda_device: None,
+        },
+    )?;
+    if !args.quiet {
+        eprintln!("{}", summary_table(&report.stages, report.wall_seconds));
+    }
+    if let Some(p) = &args.metrics_json {
+        let json = serde_json::to_vec_pretty(&report)?;
+        write_atomic(p, &json).with_context(|| format!("{}: cannot write metrics", p.display()))?;
+    }
+    let outcome = if let Some(f) = &report.failure {
+        Outcome::Failed(f.clone())
+    } else if report.cancelled {
+        Outcome::Interrupted
+    } else {
+        Outcome::Ok
+    };
+    Ok((outcome, report))
+}
+
+/// Writes a file through a temporary name in the same folder, then renames it into place.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(d) = dir {
+        std::fs::create_dir_all(d)?;
+    }
+    let name = path.file_name().context("no file name")?.to_string_lossy();
+    let tmp = dir
+        .unwrap_or(Path::new("."))
+        .join(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    Ok(())
+}
+
+/// `mindscan plugins [STAGE]`.
+pub fn describe_plugins(registry: &Registry, stage: Option<&str>) -> Result<String> {
+    let mut out = String::new();
+    match stage {
+        None => {
+            for s in registry.stages() {
+                out.push_str(&format!(
+                    "{:<20} {:<9} {:>10} -> {:<10} {} [{} {}, {}]\n",
+                    s.name,
+                    s.role.as_str(),
+                    if s.inputs.is_empty() {
+                        "-".into()
+                    } else {
+                        s.inputs.join("|")
+                    },
+                    if s.outputs.is_empty() {
+                        "-".into()
+                    } else {
+                        s.outputs.join("|")
+                    },
+                    s.description,
+                    s.plugin.name,
+                    s.plugin.version,
+                    s.plugin.origin
+                ));
+            }
+        }
+        Some(name) => {
+            let Some(s) = registry.get(name) else {
+                let near = registry.close_names(name);
+                bail!(
+                    "unknown stage '{name}'{}",
+                    if near.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; did you mean {}?", near.join(" or "))
+                    }
+                );
+            };
+            out.push_str(&format!("{} — {}\n", s.name, s.description));
+            out.push_str(&format!(
+                "role: {}\ntakes: {}\ngives: {}\nplugin: {} {} ({})\nparameters:\n",
+                s.role.as_str(),
+                if s.inputs.is_empty() {
+                    "-".into()
+                } else {
+                    s.inputs.join(", ")
+                },
+                if s.outputs.is_empty() {
+                    "-".into()
+                } else {
+                    s.outputs.join(", ")
+                },
+                s.plugin.name,
+                s.plugin.version,
+                s.plugin.origin
+            ));
+            out.push_str(&describe_params(&s.schema));
+        }
+    }
+    Ok(out)
+}
+
+fn describe_params(schema: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(|r| r.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let Some(props) = schema.get("properties").and_then(|p| p.as_object()) else {
+        return "  (none)\n".into();
+    };
+    for (name, p) in props {
+        let ty = p
+            .get("type")
+            .map(|t| t.to_string().replace('"', ""))
+            .or_else(|| p.get("enum").map(|e| format!("one of {e}")))
+            .or_else(|| {
+                p.get("$ref")
+                    .map(|r| r.to_string().replace('"', "").replace("#/$defs/", ""))
+            })
+            .unwrap_or_else(|| "value".into());
+        let default = p
+            .get("default")
+            .map(|d| format!(" (default {d})"))
+            .unwrap_or_default();
+        let req = if required.contains(&name.as_str()) {
+            " (required)"
+        } else {
+            ""
+        };
+        let desc = p.get("description").and_then(|d| d.as_str()).unwrap_or("");
+        out.push_str(&format!("  {name}: {ty}{req}{default}\n"));
+        if !desc.is_empty() {
+            out.push_str(&format!("      {}\n", desc.replace('\n', "\n      ")));
+        }
+    }
+    out
+}

@@ -1,0 +1,256 @@
+//! The pipeline file: serde types that are also the schema (`mindscan schema` prints it).
+//!
+//! Values that errors must point at are wrapped in [`Loc`], which records the YAML line and
+//! column. Unknown keys are rejected everywhere; booleans are strict (`yes`/`no` stay strings).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+/// A value with the YAML position it came from (line 0 = not from the file, e.g. `--set`).
+#[derive(Clone, Debug)]
+pub struct Loc<T> {
+    pub value: T,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl<T> Loc<T> {
+    pub fn synthetic(value: T) -> Self {
+        Loc {
+            value,
+            line: 0,
+            column: 0,
+        }
+    }
+}
+
+impl<T: PartialEq> PartialEq for Loc<T> {
+    fn eq(&self, o: &Self) -> bool {
+        self.value == o.value
+    }
+}
+impl<T: Eq> Eq for Loc<T> {}
+impl<T: Ord> PartialOrd for Loc<T> {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl<T: Ord> Ord for Loc<T> {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.value.cmp(&o.value)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Loc<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
+        Ok(Loc {
+            line: s.referenced.line() as u32,
+            column: s.referenced.column() as u32,
+            value: s.value,
+        })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Loc<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(g)
+    }
+}
+
+/// What a stage does when one item fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Stop the run; `mindscan run` exits non-zero.
+    #[default]
+    Fail,
+    /// Log the error, count it, go on.
+    Skip,
+    /// Like `skip`, and also append a JSON record (provenance + error) to the dead-letter file.
+    DeadLetter,
+}
+
+/// A Mindscan pipeline file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// Name of the pipeline (used in logs, metrics and dead-letter records).
+    pub pipeline: Loc<String>,
+    /// Seed from which every item's seed is derived (with the stage id and the item key).
+    #[serde(default)]
+    pub seed: u64,
+    /// Plugin libraries (files or folders), relative to this file.
+    #[serde(default)]
+    pub plugins: Vec<Loc<String>>,
+    /// JSONL file for `on_error: dead_letter` records, relative to the working directory.
+    #[serde(default)]
+    pub dead_letter: Option<String>,
+    /// Stages in any order; edges come from each stage's `inputs`.
+    pub stages: Vec<StageConfig>,
+}
+
+/// One stage of the pipeline.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Unique id of this stage in the pipeline (used by `inputs` and `--set ID.param=value`).
+    pub id: Loc<String>,
+    /// Stage type, e.g. `nifti.read` (see `mindscan plugins`).
+    #[serde(rename = "use")]
+    pub uses: Loc<String>,
+    /// Ids of the stages whose items this stage takes (several = fan-in).
+    #[serde(default)]
+    pub inputs: Vec<Loc<String>>,
+    /// Stage parameters, checked against the stage's JSON Schema before the run.
+    #[serde(default)]
+    pub params: BTreeMap<Loc<String>, Loc<Value>>,
+    /// Worker threads for this stage.
+    #[serde(default = "default_workers")]
+    pub workers: Loc<u32>,
+    /// Capacity of the bounded queue in front of this stage (items).
+    #[serde(default = "default_queue")]
+    pub queue: Loc<u32>,
+    /// What to do when one item fails.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+fn default_workers() -> Loc<u32> {
+    Loc::synthetic(1)
+}
+fn default_queue() -> Loc<u32> {
+    Loc::synthetic(16)
+}
+
+/// A parse error with its position.
+#[derive(Debug)]
+pub struct ParseError {
+    pub message: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! { strict_booleans: true }
+}
+
+/// Parses pipeline YAML text. `origin` names the file in messages.
+pub fn parse(text: &str, origin: &str) -> Result<PipelineFile, ParseError> {
+    serde_saphyr::from_str_with_options::<PipelineFile>(text, yaml_options()).map_err(|e| {
+        ParseError {
+            message: format!("{origin}: {e}"),
+        }
+    })
+}
+
+/// Parses a `--set` value as a YAML scalar or flow collection (`3`, `true`, `[1, 2]`, `axial`).
+pub fn parse_value(text: &str) -> Value {
+    serde_saphyr::from_str_with_options::<Value>(text, yaml_options())
+        .unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+/// Reads and parses a pipeline file.
+pub fn load(path: &Path) -> Result<PipelineFile, ParseError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ParseError {
+        message: format!("{}: cannot read pipeline file: {e}", path.display()),
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Applies `--set stage.param=value` overrides.
+pub fn apply_overrides(file: &mut PipelineFile, sets: &[String]) -> Result<(), String> {
+    for s in sets {
+        let (lhs, value) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--set {s}: expected STAGE.PARAM=VALUE"))?;
+        let (stage, param) = lhs
+            .split_once('.')
+            .ok_or_else(|| format!("--set {s}: expected STAGE.PARAM=VALUE"))?;
+        let ids: Vec<String> = file.stages.iter().map(|st| st.id.value.clone()).collect();
+        let st = file
+            .stages
+            .iter_mut()
+            .find(|st| st.id.value == stage)
+            .ok_or_else(|| {
+                format!(
+                    "--set {s}: no stage with id '{stage}' (stages: {})",
+                    ids.join(", ")
+                )
+            })?;
+        let value = parse_value(value);
+        let key = Loc::synthetic(param.to_string());
+        st.params.remove(&key);
+        st.params.insert(key, Loc::synthetic(value));
+    }
+    Ok(())
+}
+
+/// The JSON Schema of pipeline files, for editor completion.
+pub fn json_schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(PipelineFile)).unwrap_or(Value::Null)
+}
+
+/// Resolves a path written in a pipeline file relative to that file's folder.
+pub fn resolve_relative(pipeline_path: Option<&Path>, p: &str) -> PathBuf {
+    let path = PathBuf::from(p);
+    match pipeline_path.and_then(Path::parent) {
+        Some(dir) if path.is_relative() && !dir.as_os_str().is_empty() => dir.join(path),
+        _ => path,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_recorded_and_booleans_are_strict() {
+        let y = "pipeline: p\nstages:\n  - id: a\n    use: x.y\n    params:\n      flag: yes\n";
+        let f = parse(y, "t.yaml").unwrap();
+        let st = &f.stages[0];
+        assert_eq!((st.uses.line, st.uses.column), (4, 10));
+        let (k, v) = st.params.iter().next().unwrap();
+        assert_eq!(k.value, "flag");
+        assert_eq!(k.line, 6);
+        assert_eq!(v.value, Value::String("yes".into()));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_a_position() {
+        let y = "pipeline: p\nstages:\n  - id: a\n    use: x.y\n    worker: 2\n";
+        let e = parse(y, "t.yaml").unwrap_err().message;
+        assert!(e.contains("worker"), "{e}");
+        assert!(e.contains("t.yaml"), "{e}");
+        assert!(e.contains('5'), "line number missing: {e}");
+    }
+
+    #[test]
+    fn overrides_replace_params() {
+        let y = "pipeline: p\nstages:\n  - id: a\n    use: x.y\n    params: {q: 1}\n";
+        let mut f = parse(y, "t.yaml").unwrap();
+        apply_overrides(&mut f, &["a.q=90".into(), "a.plane=all".into()]).unwrap();
+        let p = &f.stages[0].params;
+        assert_eq!(p[&Loc::synthetic("q".to_string())].value, Value::from(90));
+        assert_eq!(
+            p[&Loc::synthetic("plane".to_string())].value,
+            Value::from("all")
+        );
+        assert!(apply_overrides(&mut f, &["b.q=1".into()]).is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! `mindscan convert`: the one-liner for people who do not want YAML. It builds the same kind of
+//! pipeline a user would write, so it behaves exactly like `mindscan run`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use serde_json::{Value, json};
+
+use crate::config::{Loc, OnError, PipelineFile, StageConfig};
+
+pub struct Request {
+    pub inputs: Vec<PathBuf>,
+    pub out: PathBuf,
+    /// `jpg`, `png` or `nifti`.
+    pub format: &'static str,
+    /// `axial`, `coronal`, `sagittal` or `all`.
+    pub plane: &'static str,
+    pub workers: Option<u32>,
+}
+
+fn is_nifti(p: &Path) -> bool {
+    let n = p.to_string_lossy().to_ascii_lowercase();
+    n.ends_with(".nii") || n.ends_with(".nii.gz")
+}
+
+/// NIfTI inputs when every input is a NIfTI file or a folder holding one; DICOM otherwise.
+fn input_family(inputs: &[PathBuf]) -> &'static str {
+    let nifti = inputs.iter().all(|p| {
+        is_nifti(p)
+            || (p.is_dir()
+                && std::fs::read_dir(p)
+                    .map(|rd| rd.filter_map(|e| e.ok()).any(|e| is_nifti(&e.path())))
+                    .unwrap_or(false))
+            || p.to_string_lossy().contains(".nii")
+    });
+    if nifti { "nifti" } else { "dicom" }
+}
+
+fn stage(id: &str, uses: &str, inputs: &[&str], params: Value, workers: u32) -> StageConfig {
+    let params: BTreeMap<Loc<String>, Loc<Value>> = params
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (Loc::synthetic(k.clone()), Loc::synthetic(v.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    StageConfig {
+        id: Loc::synthetic(id.to_string()),
+        uses: Loc::synthetic(uses.to_string()),
+        inputs: inputs
+            .iter()
+            .map(|i| Loc::synthetic(i.to_string()))
+            .collect(),
+        params,
+        workers: Loc::synthetic(workers),
+        queue: Loc::synthetic(8),
+        on_error: OnError::Skip,
+    }
+}
+
+/// Builds the pipeline for a request.
+pub fn pipeline(req: &Request) -> Result<PipelineFile> {
+    if req.inputs.is_empty() {
+        bail!("convert needs at least one input");
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(2);
+    let workers = req.workers.unwrap_or(cores).max(1);
+    let paths: Vec<String> = req.inputs.iter().map(|p| p.display().to_string()).collect();
+    let out = req.out.display().to_string();
+    let family = input_family(&req.inputs);
+    let reader = stage(
+        "read",
+        &format!("{family}.read"),
+        &[],
+        json!({ "paths": paths }),
+        1,
+    );
+    let stages = match req.format {
+        "nifti" => vec![
+            reader,
+            stage(
+                "write",
+                "nifti.write",
+                &["read"],
+                json!({ "out": out }),
+                workers,
+            ),
+        ],
+        fmt => vec![
+            reader,
+            stage("window", "intensity.window", &["read"], json!({}), 1),
+            stage(
+                "slice",
+                "volume.slice",
+                &["window"],
+                json!({ "plane": req.plane }),
+                workers,
+            ),
+            stage(
+                "write",
+                "image.write",
+                &["slice"],
+                json!({ "out": out, "format": fmt }),
+                workers,
+            ),
+        ],
+    };
+    Ok(PipelineFile {
+        pipeline: Loc::synthetic("convert".into()),
+        seed: 0,
+        plugins: vec![],
+        dead_letter: Some(req.out.join("dead-letter.jsonl").display().to_string()),
+        stages,
+    })
+}

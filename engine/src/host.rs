@@ -1,0 +1,286 @@
+//! The host side of the ABI: creates stage instances and calls them, turning the plugin's
+//! callbacks (emit, item errors, logs, cancellation checks) into Rust calls.
+
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Result, anyhow, bail};
+use mindscan_sdk::abi::{
+    self, ABI_VERSION, CallContext, EmitFn, ErrorSink, HostContext, Status, StrRef,
+};
+use mindscan_sdk::item::{FfiItemBuf, item_from_ffi};
+use mindscan_sdk::{Item, seed};
+
+use crate::registry::StageType;
+
+/// Run-wide services handed to plugins. Lives in an `Arc` that every stage instance holds, so
+/// the context's address stays valid while any plugin can use it.
+pub struct HostServices {
+    cancel: Arc<AtomicBool>,
+    ctx: HostContext,
+}
+
+// SAFETY: `ctx.data` points to the AtomicBool kept alive by `cancel`.
+unsafe impl Send for HostServices {}
+unsafe impl Sync for HostServices {}
+
+impl HostServices {
+    pub fn new(cancel: Arc<AtomicBool>, cuda_device: Option<i32>) -> Arc<HostServices> {
+        let data = Arc::as_ptr(&cancel) as *mut c_void;
+        Arc::new(HostServices {
+            cancel,
+            ctx: HostContext {
+                abi_version: ABI_VERSION,
+                data,
+                log: host_log,
+                is_cancelled: host_is_cancelled,
+                cuda_device: cuda_device.unwrap_or(-1),
+            },
+        })
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    pub fn context(&self) -> *const HostContext {
+        &self.ctx
+    }
+}
+
+unsafe extern "C" fn host_log(_data: *mut c_void, level: u32, target: StrRef, message: StrRef) {
+    let _ = catch_unwind(|| {
+        // SAFETY: borrowed for the call.
+        let (target, msg) = unsafe { (target.as_str(), message.as_str()) };
+        match level {
+            abi::LOG_ERROR => tracing::error!(stage = target, "{msg}"),
+            abi::LOG_WARN => tracing::warn!(stage = target, "{msg}"),
+            abi::LOG_INFO => tracing::info!(stage = target, "{msg}"),
+            abi::LOG_DEBUG => tracing::debug!(stage = target, "{msg}"),
+            _ => tracing::trace!(stage = target, "{msg}"),
+        }
+    });
+}
+
+unsafe extern "C" fn host_is_cancelled(data: *mut c_void) -> bool {
+    // SAFETY: `data` is the cancellation flag owned by the HostServices of this context.
+    let flag = unsafe { &*(data as *const AtomicBool) };
+    flag.load(Ordering::Relaxed)
+}
+
+/// Where a stage's outputs go.
+pub trait Outlet: Sync {
+    /// Takes an item the stage produced. Returns `Cancelled` to ask the stage to stop.
+    fn emit(&self, item: Item) -> Status;
+    /// A piece of work failed inside the stage; apply the error policy.
+    fn item_error(&self, key: &str, source: &str, message: &str) -> Status;
+}
+
+unsafe extern "C" fn outlet_emit(ctx: *mut c_void, item: *const abi::FfiItem) -> Status {
+    // SAFETY: `ctx` is a `&&dyn Outlet` built in `emit_fn`, valid for the call.
+    let outlet: &dyn Outlet = unsafe { *(ctx as *const &dyn Outlet) };
+    // Take ownership first so the references are released even if the outlet panics.
+    let item = unsafe { item_from_ffi(item, true) };
+    catch_unwind(AssertUnwindSafe(|| match item {
+        Ok(item) => outlet.emit(item),
+        Err(e) => outlet.item_error("", "", &format!("malformed item from plugin: {e:#}")),
+    }))
+    .unwrap_or(Status::Panic)
+}
+
+unsafe extern "C" fn outlet_item_error(
+    ctx: *mut c_void,
+    key: StrRef,
+    source: StrRef,
+    message: StrRef,
+) -> Status {
+    // SAFETY: as in `outlet_emit`; strings borrowed for the call.
+    let outlet: &dyn Outlet = unsafe { *(ctx as *const &dyn Outlet) };
+    let (k, s, m) = unsafe { (key.as_str(), source.as_str(), message.as_str()) };
+    catch_unwind(AssertUnwindSafe(|| outlet.item_error(k, s, m))).unwrap_or(Status::Panic)
+}
+
+fn emit_fn(outlet: &&dyn Outlet) -> EmitFn {
+    EmitFn {
+        ctx: outlet as *const &dyn Outlet as *mut c_void,
+        emit: outlet_emit,
+        item_error: outlet_item_error,
+    }
+}
+
+unsafe extern "C" fn write_error(ctx: *mut c_void, message: StrRef) {
+    // SAFETY: `ctx` is the `String` passed in `call`; message borrowed.
+    let s = unsafe { &mut *(ctx as *mut String) };
+    s.push_str(unsafe { message.as_str() });
+}
+
+/// Why a call failed.
+#[derive(Debug)]
+pub enum CallError {
+    Failed(String),
+    Panicked(String),
+    Cancelled,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Failed(m) => f.write_str(m),
+            CallError::Panicked(m) => write!(f, "plugin {m}"),
+            CallError::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
+fn status_result(status: Status, msg: String) -> Result<(), CallError> {
+    match status {
+        Status::Ok => Ok(()),
+        Status::Cancelled => Err(CallError::Cancelled),
+        Status::Panic => Err(CallError::Panicked(msg)),
+        Status::Error => Err(CallError::Failed(msg)),
+    }
+}
+
+/// A live stage instance inside a plugin. Destroyed (in the plugin) on drop.
+pub struct StageInstance {
+    pub ty: StageType,
+    raw: *mut c_void,
+    host: Arc<HostServices>,
+    stage_id: String,
+    stage_seed: u64,
+    pipeline_seed: u64,
+}
+
+// SAFETY: stages are required by the ABI to be thread-safe (one instance, many workers).
+unsafe impl Send for StageInstance {}
+unsafe impl Sync for StageInstance {}
+
+impl StageInstance {
+    pub fn create(
+        ty: &StageType,
+        stage_id: &str,
+        params_json: &str,
+        host: Arc<HostServices>,
+        pipeline_seed: u64,
+    ) -> Result<StageInstance> {
+        let d = ty.descriptor();
+        let mut msg = String::new();
+        let mut raw: *mut c_void = std::ptr::null_mut();
+        let err = ErrorSink {
+            ctx: &mut msg as *mut String as *mut c_void,
+            write: write_error,
+        };
+        // SAFETY: valid descriptor; the host context outlives the instance (Arc held).
+        let status = unsafe { (d.create)(host.context(), StrRef::new(params_json), &mut raw, err) };
+        if let Err(e) = status_result(status, msg) {
+            bail!("stage '{stage_id}' ({}): {e}", ty.name);
+        }
+        if raw.is_null() {
+            bail!(
+                "stage '{stage_id}' ({}): plugin returned no instance",
+                ty.name
+            );
+        }
+        Ok(StageInstance {
+            ty: ty.clone(),
+            raw,
+            host,
+            stage_id: stage_id.to_string(),
+            stage_seed: seed::derive_seed(pipeline_seed, stage_id, ""),
+            pipeline_seed,
+        })
+    }
+
+    fn call_ctx(&self, worker: usize, workers: usize, seed: u64) -> CallContext {
+        CallContext {
+            host: self.host.context(),
+            stage_id: StrRef::new(&self.stage_id),
+            worker_index: worker as u32,
+            worker_count: workers as u32,
+            seed,
+        }
+    }
+
+    pub fn produce(
+        &self,
+        worker: usize,
+        workers: usize,
+        out: &dyn Outlet,
+    ) -> Result<(), CallError> {
+        let call = self.call_ctx(worker, workers, self.stage_seed);
+        let mut msg = String::new();
+        let err = ErrorSink {
+            ctx: &mut msg as *mut String as *mut c_void,
+            write: write_error,
+        };
+        // SAFETY: valid instance and callbacks for the call.
+        let status = unsafe { (self.ty.descriptor().produce)(self.raw, &call, emit_fn(&out), err) };
+        status_result(status, msg)
+    }
+
+    pub fn process(
+        &self,
+        item: &Item,
+        worker: usize,
+        workers: usize,
+        out: &dyn Outlet,
+    ) -> Result<(), CallError> {
+        let seed = seed::derive_seed(self.pipeline_seed, &self.stage_id, item.key());
+        let call = self.call_ctx(worker, workers, seed);
+        let buf = FfiItemBuf::new(item);
+        let mut msg = String::new();
+        let err = ErrorSink {
+            ctx: &mut msg as *mut String as *mut c_void,
+            write: write_error,
+        };
+        // SAFETY: the item buffer is borrowed for the call (the plugin retains what it keeps);
+        // `buf` releases our references when dropped.
+        let status = unsafe {
+            (self.ty.descriptor().process)(self.raw, &call, buf.as_ptr(), emit_fn(&out), err)
+        };
+        drop(buf);
+        status_result(status, msg)
+    }
+
+    pub fn finish(&self, out: &dyn Outlet) -> Result<(), CallError> {
+        let call = self.call_ctx(0, 1, self.stage_seed);
+        let mut msg = String::new();
+        let err = ErrorSink {
+            ctx: &mut msg as *mut String as *mut c_void,
+            write: write_error,
+        };
+        // SAFETY: valid instance and callbacks for the call.
+        let status = unsafe { (self.ty.descriptor().finish)(self.raw, &call, emit_fn(&out), err) };
+        status_result(status, msg)
+    }
+}
+
+impl Drop for StageInstance {
+    fn drop(&mut self) {
+        // SAFETY: created by this descriptor's `create`, destroyed once. The plugin library stays
+        // loaded: `self.ty` holds an Arc to it.
+        unsafe { (self.ty.descriptor().destroy)(self.raw) };
+    }
+}
+
+/// Validates parameters against a stage's JSON Schema; returns one message per problem with the
+/// JSON pointer of the offending value.
+pub fn check_params(
+    schema: &serde_json::Value,
+    params: &serde_json::Value,
+) -> Vec<(String, String)> {
+    let validator = match jsonschema::validator_for(schema) {
+        Ok(v) => v,
+        Err(e) => return vec![(String::new(), format!("stage schema is invalid: {e}"))],
+    };
+    validator
+        .iter_errors(params)
+        .map(|e| (e.instance_path().to_string(), e.to_string()))
+        .collect()
+}
+
+pub fn anyhow_call(e: CallError) -> anyhow::Error {
+    anyhow!("{e}")
+}

@@ -1,0 +1,411 @@
+//! Turns a parsed pipeline file into a runnable plan, checking everything that can be checked
+//! before a single item flows: stage names, parameters against each stage's schema, roles,
+//! dangling inputs, cycles and item kinds on every edge. All problems are reported at once, each
+//! with its file:line:column.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use mindscan_sdk::Role;
+use serde_json::{Map, Value};
+
+use crate::config::{Loc, OnError, PipelineFile};
+use crate::host::check_params;
+use crate::registry::{Registry, StageType};
+
+/// One problem in a pipeline file.
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+/// All problems found in a file.
+#[derive(Debug)]
+pub struct Diagnostics {
+    pub origin: String,
+    pub items: Vec<Diagnostic>,
+}
+
+impl std::fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, d) in self.items.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if d.line == 0 {
+                write!(f, "{}: error: {}", self.origin, d.message)?;
+            } else {
+                write!(
+                    f,
+                    "{}:{}:{}: error: {}",
+                    self.origin, d.line, d.column, d.message
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// A stage ready to run.
+pub struct PlannedStage {
+    pub id: String,
+    pub ty: StageType,
+    pub params: Value,
+    pub workers: usize,
+    pub queue: usize,
+    pub on_error: OnError,
+    /// Indices (into `Plan::stages`) of the stages feeding this one.
+    pub inputs: Vec<usize>,
+    /// Indices of the stages this one feeds.
+    pub outputs: Vec<usize>,
+    /// Kinds of item this stage can produce.
+    pub out_kinds: BTreeSet<String>,
+}
+
+/// A validated pipeline, stages in topological order (sources first).
+pub struct Plan {
+    pub name: String,
+    pub seed: u64,
+    pub dead_letter: PathBuf,
+    pub stages: Vec<PlannedStage>,
+}
+
+struct Checker {
+    items: Vec<Diagnostic>,
+}
+
+impl Checker {
+    fn err<T>(&mut self, at: &Loc<T>, message: impl Into<String>) {
+        self.items.push(Diagnostic {
+            line: at.line,
+            column: at.column,
+            message: message.into(),
+        });
+    }
+}
+
+fn hint(candidates: &[String]) -> String {
+    if candidates.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; did you mean {}?",
+            candidates
+                .iter()
+                .map(|c| format!("'{c}'"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )
+    }
+}
+
+fn close<'a>(name: &str, pool: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut scored: Vec<(f64, &str)> = pool
+        .map(|k| (strsim::jaro_winkler(name, k), k))
+        .filter(|(s, _)| *s > 0.75)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored
+        .into_iter()
+        .take(3)
+        .map(|(_, k)| k.to_string())
+        .collect()
+}
+
+/// Names of the params a schema declares.
+fn schema_properties(schema: &Value) -> Vec<String> {
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Checks `file` against `registry` and builds the plan.
+pub fn build(
+    file: &PipelineFile,
+    registry: &Registry,
+    origin: &str,
+    pipeline_path: Option<&Path>,
+) -> Result<Plan, Diagnostics> {
+    let mut c = Checker { items: Vec::new() };
+    let mut index_of: HashMap<&str, usize> = HashMap::new();
+    let mut types: Vec<Option<&StageType>> = Vec::new();
+    let mut params_json: Vec<Value> = Vec::new();
+
+    if file.stages.is_empty() {
+        c.err(&file.pipeline, "the pipeline has no stages");
+    }
+    for (i, st) in file.stages.iter().enumerate() {
+        if index_of.insert(st.id.value.as_str(), i).is_some() {
+            c.err(&st.id, format!("stage id '{}' is used twice", st.id.value));
+        }
+        let ty = registry.get(&st.uses.value);
+        if ty.is_none() {
+            let near = registry.close_names(&st.uses.value);
+            c.err(
+                &st.uses,
+                format!(
+                    "unknown stage '{}'{}; `mindscan plugins` lists the stages available",
+                    st.uses.value,
+                    hint(&near)
+                ),
+            );
+        }
+        if st.workers.value == 0 {
+            c.err(&st.workers, "workers must be at least 1");
+        }
+        if st.queue.value == 0 {
+            c.err(&st.queue, "queue must be at least 1");
+        }
+        let obj: Map<String, Value> = st
+            .params
+            .iter()
+            .map(|(k, v)| (k.value.clone(), v.value.clone()))
+            .collect();
+        let obj = Value::Object(obj);
+        if let Some(ty) = ty {
+            for (path, message) in check_params(&ty.schema, &obj) {
+                // Point at the offending parameter when we can, else at the stage's `use`.
+                let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+                let unexpected = message
+                    .split('\'')
+                    .nth(1)
+                    .filter(|_| message.contains("unexpected") || message.contains("Additional"));
+                let key = if !first.is_empty() {
+                    Some(first)
+                } else {
+                    unexpected
+                };
+                let at = key.and_then(|k| st.params.keys().find(|p| p.value == k));
+                let mut msg = format!("stage '{}' ({}): bad parameter", st.id.value, ty.name);
+                if let Some(k) = key {
+                    msg.push_str(&format!(" '{k}'"));
+                }
+                msg.push_str(&format!(": {message}"));
+                if let Some(k) = unexpected.filter(|_| first.is_empty()) {
+                    let props = schema_properties(&ty.schema);
+                    msg.push_str(&hint(&close(k, props.iter().map(String::as_str))));
+                    if props.is_empty() {
+                        msg.push_str("; this stage takes no parameters");
+                    } else {
+                        msg.push_str(&format!(" (parameters: {})", props.join(", ")));
+                    }
+                }
+                if let Some(at) = at {
+                    if at.line == 0 {
+                        msg = format!("--set {}.{}: {msg}", st.id.value, at.value);
+                    }
+                    c.err(at, msg);
+                } else {
+                    c.err(&st.uses, msg);
+                }
+            }
+            let has_inputs = !st.inputs.is_empty();
+            match ty.role {
+                Role::Source if has_inputs => c.err(
+                    &st.inputs[0],
+                    format!("stage '{}' ({}) is a source and takes no inputs", st.id.value, ty.name),
+                ),
+                Role::Transform | Role::Sink if !has_inputs => c.err(
+                    &st.uses,
+                    format!(
+                        "stage '{}' ({}) is a {} and needs `inputs:` (the ids of the stages feeding it)",
+                        st.id.value,
+                        ty.name,
+                        ty.role.as_str()
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        types.push(ty);
+        params_json.push(obj);
+    }
+
+    // Edges.
+    let ids: Vec<&str> = file.stages.iter().map(|s| s.id.value.as_str()).collect();
+    let mut inputs: Vec<Vec<usize>> = vec![Vec::new(); file.stages.len()];
+    for (i, st) in file.stages.iter().enumerate() {
+        for inp in &st.inputs {
+            match index_of.get(inp.value.as_str()) {
+                None => c.err(
+                    inp,
+                    format!(
+                        "stage '{}' takes input from '{}', which is not a stage of this pipeline{}",
+                        st.id.value,
+                        inp.value,
+                        hint(&close(&inp.value, ids.iter().copied()))
+                    ),
+                ),
+                Some(&j) if j == i => c.err(
+                    inp,
+                    format!("cycle: stage '{}' takes its own output", st.id.value),
+                ),
+                Some(&j) => {
+                    if types[j].is_some_and(|t| t.role == Role::Sink) {
+                        c.err(
+                            inp,
+                            format!(
+                                "stage '{}' takes input from '{}', which is a sink and gives no items",
+                                st.id.value, inp.value
+                            ),
+                        );
+                    }
+                    inputs[i].push(j);
+                }
+            }
+        }
+    }
+
+    // Topological order (Kahn); what is left over lies on or behind a cycle.
+    let n = file.stages.len();
+    let mut indegree: Vec<usize> = inputs.iter().map(Vec::len).collect();
+    let mut outputs: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, ins) in inputs.iter().enumerate() {
+        for &j in ins {
+            outputs[j].push(i);
+        }
+    }
+    let mut order: Vec<usize> = Vec::with_capacity(n);
+    let mut ready: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).rev().collect();
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        for &o in outputs[i].iter().rev() {
+            indegree[o] -= 1;
+            if indegree[o] == 0 {
+                ready.push(o);
+            }
+        }
+    }
+    if order.len() < n
+        && let Some(cycle) = find_cycle(&inputs, &order)
+    {
+        let names: Vec<&str> = cycle.iter().map(|&i| ids[i]).collect();
+        let first = &file.stages[cycle[0]];
+        c.err(
+            &first.id,
+            format!("cycle: {} -> {}", names.join(" -> "), names[0]),
+        );
+    }
+
+    // Item kinds along every edge.
+    let mut out_kinds: Vec<BTreeSet<String>> = vec![BTreeSet::new(); n];
+    for &i in &order {
+        let Some(ty) = types[i] else { continue };
+        let accepted: BTreeSet<String> = ty.inputs.iter().cloned().collect();
+        let mut incoming = BTreeSet::new();
+        for (&j, inp) in inputs[i].iter().zip(&file.stages[i].inputs) {
+            let Some(up) = types[j] else { continue };
+            let given = &out_kinds[j];
+            let bad: Vec<&String> = given
+                .iter()
+                .filter(|k| !accepted.contains(*k) && !accepted.contains("any"))
+                .collect();
+            if !bad.is_empty() {
+                c.err(
+                    inp,
+                    format!(
+                        "wrong item kind: stage '{}' ({}) takes {} items, but '{}' ({}) gives {}",
+                        file.stages[i].id.value,
+                        ty.name,
+                        join_kinds(&accepted),
+                        ids[j],
+                        up.name,
+                        join_kinds(given)
+                    ),
+                );
+            }
+            incoming.extend(given.iter().cloned());
+        }
+        out_kinds[i] = if ty.outputs.iter().any(|k| k == "same") {
+            incoming
+        } else {
+            ty.outputs.iter().cloned().collect()
+        };
+    }
+
+    if !types
+        .iter()
+        .any(|t| t.is_some_and(|t| t.role == Role::Source))
+        && !file.stages.is_empty()
+    {
+        c.err(&file.pipeline, "the pipeline has no source stage");
+    }
+    // Plugins listed in the file that failed to load were reported by the caller.
+    let _ = pipeline_path;
+
+    if !c.items.is_empty() {
+        c.items.sort_by_key(|d| (d.line == 0, d.line, d.column));
+        return Err(Diagnostics {
+            origin: origin.to_string(),
+            items: c.items,
+        });
+    }
+
+    // Renumber into topological order.
+    let mut position = vec![0usize; n];
+    for (pos, &i) in order.iter().enumerate() {
+        position[i] = pos;
+    }
+    let stages = order
+        .iter()
+        .map(|&i| {
+            let st = &file.stages[i];
+            PlannedStage {
+                id: st.id.value.clone(),
+                ty: types[i].expect("checked above").clone(),
+                params: params_json[i].clone(),
+                workers: st.workers.value as usize,
+                queue: st.queue.value as usize,
+                on_error: st.on_error,
+                inputs: inputs[i].iter().map(|&j| position[j]).collect(),
+                outputs: outputs[i].iter().map(|&j| position[j]).collect(),
+                out_kinds: out_kinds[i].clone(),
+            }
+        })
+        .collect();
+    Ok(Plan {
+        name: file.pipeline.value.clone(),
+        seed: file.seed,
+        dead_letter: PathBuf::from(
+            file.dead_letter
+                .clone()
+                .unwrap_or_else(|| format!("{}.dead-letter.jsonl", file.pipeline.value)),
+        ),
+        stages,
+    })
+}
+
+fn join_kinds(k: &BTreeSet<String>) -> String {
+    if k.is_empty() {
+        "no".to_string()
+    } else {
+        k.iter().cloned().collect::<Vec<_>>().join("|")
+    }
+}
+
+/// Finds one cycle among the nodes not in `done`, following input edges.
+fn find_cycle(inputs: &[Vec<usize>], done: &[usize]) -> Option<Vec<usize>> {
+    let done: BTreeSet<usize> = done.iter().copied().collect();
+    let start = (0..inputs.len()).find(|i| !done.contains(i))?;
+    // Walk backwards along inputs that are also unfinished until a node repeats.
+    let mut path: Vec<usize> = vec![start];
+    let mut seen: BTreeMap<usize, usize> = BTreeMap::from([(start, 0)]);
+    let mut cur = start;
+    loop {
+        let next = *inputs[cur].iter().find(|j| !done.contains(j))?;
+        if let Some(&pos) = seen.get(&next) {
+            let mut cyc: Vec<usize> = path[pos..].to_vec();
+            cyc.reverse(); // data flows opposite to input edges
+            return Some(cyc);
+        }
+        seen.insert(next, path.len());
+        path.push(next);
+        cur = next;
+    }
+}

@@ -1,0 +1,458 @@
+//! Runs a plan: every stage on its own worker threads, stages joined by bounded crossbeam
+//! channels so a slow consumer blocks its producers (memory is bounded by the queues).
+//!
+//! Life of a run: instances are created (all parameters are known good), the threads start, sources
+//! produce until done or cancelled, every other stage drains its queue, calls `finish` once its
+//! last worker is done, then drops its senders so the next stage sees the end of its input.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use mindscan_sdk::Item;
+use mindscan_sdk::abi::{Role, Status};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::OnError;
+use crate::host::{CallError, HostServices, Outlet, StageInstance};
+use crate::plan::Plan;
+use crate::progress::Progress;
+
+/// Items travel between stages behind an `Arc`: fan-out shares one item, never its voxels.
+pub type Shared = Arc<Item>;
+
+/// Counters of one stage, updated by its workers and read by the progress display.
+#[derive(Default)]
+pub struct StageCounters {
+    pub items_in: AtomicU64,
+    pub items_out: AtomicU64,
+    pub errors: AtomicU64,
+    pub busy_ns: AtomicU64,
+    pub done: AtomicBool,
+}
+
+/// Per-stage summary at the end of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub id: String,
+    pub stage: String,
+    pub workers: usize,
+    pub items_in: u64,
+    pub items_out: u64,
+    pub errors: u64,
+    pub busy_seconds: f64,
+    /// Items handled per second of busy time (items out for sources).
+    pub throughput_per_busy_second: f64,
+}
+
+/// What happened in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub pipeline: String,
+    pub wall_seconds: f64,
+    pub cancelled: bool,
+    /// The error that stopped the run (a stage with `on_error: fail`).
+    pub failure: Option<String>,
+    pub stages: Vec<StageReport>,
+}
+
+impl RunReport {
+    pub fn total_errors(&self) -> u64 {
+        self.stages.iter().map(|s| s.errors).sum()
+    }
+}
+
+pub struct RunOptions {
+    /// Set by Ctrl-C / SIGTERM: sources stop, items in flight finish, sinks flush.
+    pub cancel: Arc<AtomicBool>,
+    pub progress: Progress,
+    pub cuda_device: Option<i32>,
+}
+
+/// State shared by every stage of a run.
+struct RunShared {
+    pipeline: String,
+    cancel: Arc<AtomicBool>,
+    /// A `fail` error happened: stop producing and drop queued items unprocessed.
+    failed: AtomicBool,
+    failure: Mutex<Option<String>>,
+    dead_letter_path: std::path::PathBuf,
+    dead_letter: Mutex<Option<File>>,
+}
+
+impl RunShared {
+    fn stopping(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.failed.load(Ordering::Relaxed)
+    }
+
+    fn write_dead_letter(&self, record: serde_json::Value) -> Result<()> {
+        let mut guard = self.dead_letter.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            if let Some(dir) = self.dead_letter_path.parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)?;
+            }
+            *guard = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.dead_letter_path)
+                    .with_context(|| format!("{}: cannot open", self.dead_letter_path.display()))?,
+            );
+        }
+        let mut line = serde_json::to_vec(&record)?;
+        line.push(b'\n');
+        // One write per record so a crash never leaves half a line behind another record.
+        guard.as_mut().expect("opened above").write_all(&line)?;
+        Ok(())
+    }
+}
+
+/// One stage as its workers see it.
+struct StageRt {
+    id: String,
+    type_name: String,
+    role: Role,
+    on_error: OnError,
+    counters: Arc<StageCounters>,
+}
+
+/// The outlet a worker hands to its plugin: forwards items to every consumer's queue.
+struct WorkerOutlet<'a> {
+    stage: &'a StageRt,
+    run: &'a RunShared,
+    senders: &'a [Sender<Shared>],
+    /// Metadata of the item being processed, for dead-letter provenance.
+    current: Option<&'a Item>,
+}
+
+impl Outlet for WorkerOutlet<'_> {
+    fn emit(&self, item: Item) -> Status {
+        if self.stage.role == Role::Source && self.run.stopping() {
+            return Status::Cancelled;
+        }
+        self.stage
+            .counters
+            .items_out
+            .fetch_add(1, Ordering::Relaxed);
+        let item = Arc::new(item);
+        for s in self.senders {
+            // Blocks while the consumer's queue is full: this is the backpressure.
+            if s.send(item.clone()).is_err() {
+                return Status::Cancelled;
+            }
+        }
+        Status::Ok
+    }
+
+    fn item_error(&self, key: &str, source: &str, message: &str) -> Status {
+        handle_error(self.stage, self.run, key, source, message, self.current)
+    }
+}
+
+fn unix_time() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Applies the stage's error policy. Returns `Cancelled` when the run must stop.
+fn handle_error(
+    stage: &StageRt,
+    run: &RunShared,
+    key: &str,
+    source: &str,
+    message: &str,
+    item: Option<&Item>,
+) -> Status {
+    stage.counters.errors.fetch_add(1, Ordering::Relaxed);
+    let what = match (key.is_empty(), source.is_empty()) {
+        (true, true) => String::new(),
+        (_, false) => format!(" [{source}]"),
+        (false, true) => format!(" [{key}]"),
+    };
+    match stage.on_error {
+        OnError::Fail => {
+            tracing::error!(stage = %stage.id, "{}{what}: {message}", stage.type_name);
+            let mut f = run.failure.lock().unwrap_or_else(|p| p.into_inner());
+            if f.is_none() {
+                *f = Some(format!(
+                    "stage '{}' ({}){what}: {message}",
+                    stage.id, stage.type_name
+                ));
+            }
+            run.failed.store(true, Ordering::SeqCst);
+            Status::Cancelled
+        }
+        OnError::Skip => {
+            tracing::warn!(stage = %stage.id, "skipped{what}: {message}");
+            Status::Ok
+        }
+        OnError::DeadLetter => {
+            tracing::warn!(stage = %stage.id, "dead-lettered{what}: {message}");
+            let record = json!({
+                "time": unix_time(),
+                "pipeline": run.pipeline,
+                "stage": stage.id,
+                "stage_type": stage.type_name,
+                "key": key,
+                "source": source,
+                "error": message,
+                "item": item.map(|i| json!({"kind": i.kind, "meta": i.meta.0})),
+            });
+            if let Err(e) = run.write_dead_letter(record) {
+                tracing::error!(
+                    "cannot write dead-letter record to {}: {e:#}",
+                    run.dead_letter_path.display()
+                );
+            }
+            Status::Ok
+        }
+    }
+}
+
+fn call_failed(stage: &StageRt, run: &RunShared, e: CallError, item: Option<&Item>) {
+    let (key, source) = item
+        .map(|i| {
+            (
+                i.key().to_string(),
+                i.meta.source().unwrap_or("").to_string(),
+            )
+        })
+        .unwrap_or_default();
+    match e {
+        CallError::Cancelled => {}
+        CallError::Failed(m) | CallError::Panicked(m) => {
+            let m = if m.is_empty() {
+                "failed without a message".into()
+            } else {
+                m
+            };
+            handle_error(stage, run, &key, &source, &m, item);
+        }
+    }
+}
+
+/// Runs `plan` to completion (or until cancelled / failed).
+pub fn run(plan: &Plan, opts: RunOptions) -> Result<RunReport> {
+    let started = Instant::now();
+    let host = HostServices::new(opts.cancel.clone(), opts.cuda_device);
+    let run = RunShared {
+        pipeline: plan.name.clone(),
+        cancel: opts.cancel.clone(),
+        failed: AtomicBool::new(false),
+        failure: Mutex::new(None),
+        dead_letter_path: plan.dead_letter.clone(),
+        dead_letter: Mutex::new(None),
+    };
+
+    // Create every instance before any thread starts, so a bad parameter stops nothing half-way.
+    let mut instances = Vec::with_capacity(plan.stages.len());
+    for st in &plan.stages {
+        let params = serde_json::to_string(&st.params)?;
+        instances.push(StageInstance::create(
+            &st.ty,
+            &st.id,
+            &params,
+            host.clone(),
+            plan.seed,
+        )?);
+    }
+
+    let stages: Vec<StageRt> = plan
+        .stages
+        .iter()
+        .map(|st| StageRt {
+            id: st.id.clone(),
+            type_name: st.ty.name.clone(),
+            role: st.ty.role,
+            on_error: st.on_error,
+            counters: Arc::new(StageCounters::default()),
+        })
+        .collect();
+
+    // One bounded queue in front of every stage that has inputs (fan-in shares it).
+    let mut txs: Vec<Option<Sender<Shared>>> = Vec::new();
+    let mut rxs: Vec<Option<Receiver<Shared>>> = Vec::new();
+    for st in &plan.stages {
+        if st.inputs.is_empty() {
+            txs.push(None);
+            rxs.push(None);
+        } else {
+            let (tx, rx) = bounded(st.queue);
+            txs.push(Some(tx));
+            rxs.push(Some(rx));
+        }
+    }
+    let senders: Vec<Vec<Sender<Shared>>> = plan
+        .stages
+        .iter()
+        .map(|st| st.outputs.iter().filter_map(|&o| txs[o].clone()).collect())
+        .collect();
+    drop(txs);
+
+    let progress = opts.progress.start(
+        plan.stages
+            .iter()
+            .zip(&stages)
+            .zip(&rxs)
+            .map(|((p, s), rx)| {
+                (
+                    p.id.clone(),
+                    p.ty.name.clone(),
+                    s.counters.clone(),
+                    rx.clone(),
+                )
+            })
+            .collect(),
+    );
+
+    std::thread::scope(|scope| {
+        for (((st, rt), inst), (outs, rx)) in plan
+            .stages
+            .iter()
+            .zip(&stages)
+            .zip(&instances)
+            .zip(senders.into_iter().zip(rxs))
+        {
+            let run = &run;
+            let workers = st.workers;
+            std::thread::Builder::new()
+                .name(format!("{}", st.id))
+                .spawn_scoped(scope, move || {
+                    std::thread::scope(|inner| {
+                        for w in 0..workers {
+                            let outs = &outs;
+                            let rx = rx.clone();
+                            std::thread::Builder::new()
+                                .name(format!("{}#{w}", st.id))
+                                .spawn_scoped(inner, move || {
+                                    worker(rt, run, inst, w, workers, outs, rx)
+                                })
+                                .expect("spawn worker thread");
+                        }
+                    });
+                    drop(rx);
+                    // Every worker is done: let the stage flush, then close its outputs.
+                    let outlet = WorkerOutlet {
+                        stage: rt,
+                        run,
+                        senders: &outs,
+                        current: None,
+                    };
+                    let t0 = Instant::now();
+                    if let Err(e) = inst.finish(&outlet) {
+                        call_failed(rt, run, e, None);
+                    }
+                    rt.counters
+                        .busy_ns
+                        .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    rt.counters.done.store(true, Ordering::Relaxed);
+                    drop(outs);
+                })
+                .expect("spawn stage thread");
+        }
+    });
+
+    progress.stop();
+    drop(instances);
+
+    let wall = started.elapsed().as_secs_f64();
+    let reports = stages
+        .iter()
+        .zip(&plan.stages)
+        .map(|(rt, st)| {
+            let c = &rt.counters;
+            let busy = Duration::from_nanos(c.busy_ns.load(Ordering::Relaxed)).as_secs_f64();
+            let handled = if rt.role == Role::Source {
+                c.items_out.load(Ordering::Relaxed)
+            } else {
+                c.items_in.load(Ordering::Relaxed)
+            };
+            StageReport {
+                id: rt.id.clone(),
+                stage: rt.type_name.clone(),
+                workers: st.workers,
+                items_in: c.items_in.load(Ordering::Relaxed),
+                items_out: c.items_out.load(Ordering::Relaxed),
+                errors: c.errors.load(Ordering::Relaxed),
+                busy_seconds: busy,
+                throughput_per_busy_second: if busy > 0.0 {
+                    handled as f64 / busy
+                } else {
+                    0.0
+                },
+            }
+        })
+        .collect();
+    let failure = run
+        .failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    Ok(RunReport {
+        pipeline: plan.name.clone(),
+        wall_seconds: wall,
+        cancelled: opts.cancel.load(Ordering::Relaxed) && failure.is_none(),
+        failure,
+        stages: reports,
+    })
+}
+
+fn worker(
+    rt: &StageRt,
+    run: &RunShared,
+    inst: &StageInstance,
+    w: usize,
+    workers: usize,
+    outs: &[Sender<Shared>],
+    rx: Option<Receiver<Shared>>,
+) {
+    match rx {
+        None => {
+            // A source: produce until done or cancelled.
+            let outlet = WorkerOutlet {
+                stage: rt,
+                run,
+                senders: outs,
+                current: None,
+            };
+            let t0 = Instant::now();
+            if let Err(e) = inst.produce(w, workers, &outlet) {
+                call_failed(rt, run, e, None);
+            }
+            rt.counters
+                .busy_ns
+                .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        Some(rx) => {
+            for item in rx.iter() {
+                rt.counters.items_in.fetch_add(1, Ordering::Relaxed);
+                if run.failed.load(Ordering::Relaxed) {
+                    continue; // the run is failing: drain without work
+                }
+                let outlet = WorkerOutlet {
+                    stage: rt,
+                    run,
+                    senders: outs,
+                    current: Some(&item),
+                };
+                let t0 = Instant::now();
+                let r = inst.process(&item, w, workers, &outlet);
+                rt.counters
+                    .busy_ns
+                    .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                if let Err(e) = r {
+                    call_failed(rt, run, e, Some(&item));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,710 @@
+//! Pipeline stages over the pure [`crate::core`] functions: `intensity.window`, `volume.slice`
+//! and `image.write`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use mindscan_sdk::prelude::*;
+
+use crate::core::{
+    CanonicalView, ContactSheetTile, EmptySliceRule, FrameSelection, ManifestFormat, ManifestRow,
+    ManifestWriter, NameFields, NameTemplate, Plane, SliceOptions, SliceSelection, Window,
+    WindowSpec, contact_sheet_png, encode_jpeg, encode_png_u8, encode_png_u16, extract_slice,
+    file_stem, relative_path, write_atomic,
+};
+use crate::histogram::integer_percentile_window;
+
+// ---------------------------------------------------------------- intensity.window
+
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowMode {
+    /// Percentiles `low`..`high` over the whole volume (numpy's linear interpolation).
+    Percentile,
+    /// `center` ± `width`/2.
+    Fixed,
+    /// Minimum and maximum of the whole volume.
+    Minmax,
+    /// Minimum and maximum of every slice (what med2image does).
+    SliceMinmax,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowParams {
+    #[serde(default = "default_mode")]
+    pub mode: WindowMode,
+    /// Lower percentile (mode percentile).
+    #[serde(default = "default_low")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub low: f64,
+    /// Upper percentile (mode percentile).
+    #[serde(default = "default_high")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub high: f64,
+    /// Window centre (mode fixed).
+    pub center: Option<f64>,
+    /// Window width (mode fixed).
+    pub width: Option<f64>,
+}
+
+fn default_mode() -> WindowMode {
+    WindowMode::Percentile
+}
+fn default_low() -> f64 {
+    0.5
+}
+fn default_high() -> f64 {
+    99.5
+}
+
+/// Chooses the intensity window of each volume (or image) and records it in the metadata
+/// (`window: {lo, hi, mode}`); voxels pass through untouched (no copy).
+pub struct IntensityWindow {
+    spec: WindowSpec,
+}
+
+impl Stage for IntensityWindow {
+    type Params = WindowParams;
+    const NAME: &'static str = "intensity.window";
+    const ROLE: Role = Role::Transform;
+    const INPUTS: &'static [&'static str] = &[kinds::VOLUME, kinds::IMAGE];
+    const OUTPUTS: &'static [&'static str] = &["same"];
+    const DESCRIPTION: &'static str =
+        "Choose the display window: percentiles, fixed centre/width, volume or per-slice min-max";
+
+    fn new(p: WindowParams, _host: &Host) -> Result<Self> {
+        let spec = match p.mode {
+            WindowMode::Percentile => {
+                if p.low >= p.high {
+                    bail!("low ({}) must be below high ({})", p.low, p.high);
+                }
+                WindowSpec::Percentile {
+                    lo: p.low,
+                    hi: p.high,
+                }
+            }
+            WindowMode::Fixed => {
+                let (Some(center), Some(width)) = (p.center, p.width) else {
+                    bail!("mode fixed needs `center` and `width`");
+                };
+                if width <= 0.0 {
+                    bail!("width must be positive");
+                }
+                WindowSpec::CenterWidth { center, width }
+            }
+            WindowMode::Minmax => WindowSpec::MinMax,
+            WindowMode::SliceMinmax => WindowSpec::SliceMinMax,
+        };
+        Ok(IntensityWindow { spec })
+    }
+
+    fn process(&self, _ctx: &Context, mut item: Item, out: &mut Emitter) -> Result<()> {
+        let window = match self.spec {
+            WindowSpec::SliceMinMax => None,
+            WindowSpec::CenterWidth { center, width } => Some(Window::center_width(center, width)),
+            WindowSpec::Percentile { lo, hi } => {
+                match integer_percentile_window(item.data()?, lo, hi)? {
+                    Some(w) => Some(w),
+                    None => self.spec.volume_window(&item.data()?.to_f32_vec()?),
+                }
+            }
+            WindowSpec::MinMax => match integer_percentile_window(item.data()?, 0.0, 100.0)? {
+                Some(w) => Some(w),
+                None => self.spec.volume_window(&item.data()?.to_f32_vec()?),
+            },
+        };
+        let mode = match self.spec {
+            WindowSpec::Percentile { .. } => "percentile",
+            WindowSpec::CenterWidth { .. } => "fixed",
+            WindowSpec::MinMax => "minmax",
+            WindowSpec::SliceMinMax => "slice_minmax",
+        };
+        let mut record = serde_json::json!({ "mode": mode });
+        if let Some(w) = window {
+            record["lo"] = w.lo.into();
+            record["hi"] = w.hi.into();
+        }
+        item.meta.set(keys::WINDOW, record);
+        out.emit(item)
+    }
+}
+
+/// The window recorded by `intensity.window`, if any: `(Some(window), slice_minmax)`.
+fn recorded_window(meta: &Meta) -> (Option<Window>, bool) {
+    let Some(w) = meta.0.get(keys::WINDOW) else {
+        return (None, false);
+    };
+    let per_slice = w.get("mode").and_then(|m| m.as_str()) == Some("slice_minmax");
+    let lo = w.get("lo").and_then(|v| v.as_f64());
+    let hi = w.get("hi").and_then(|v| v.as_f64());
+    match (lo, hi) {
+        (Some(lo), Some(hi)) => (Some(Window { lo, hi }), per_slice),
+        _ => (None, per_slice),
+    }
+}
+
+// ---------------------------------------------------------------- volume.slice
+
+#[derive(Deserialize, JsonSchema, Clone, Debug)]
+#[serde(untagged)]
+pub enum PlaneParam {
+    /// `axial`, `coronal`, `sagittal` or `all`.
+    One(String),
+    /// Several planes.
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize, JsonSchema, Clone, Debug)]
+#[serde(untagged)]
+pub enum SlicesParam {
+    /// `all` or `middle`.
+    Named(String),
+    /// Explicit indices (RAS order along the plane normal: axial 0 = most inferior).
+    List(Vec<usize>),
+    /// `start`, `start + step`, ... while below `stop`.
+    Range {
+        start: usize,
+        stop: usize,
+        #[serde(default = "one")]
+        step: usize,
+    },
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Deserialize, JsonSchema, Clone, Debug)]
+#[serde(untagged)]
+pub enum FramesParam {
+    /// `all`.
+    Named(String),
+    List(Vec<usize>),
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SliceParams {
+    #[serde(default = "default_plane")]
+    pub plane: PlaneParam,
+    #[serde(default = "default_slices")]
+    pub slices: SlicesParam,
+    /// Frames of 4D volumes (`all` or a list).
+    #[serde(default = "default_frames")]
+    pub frames: FramesParam,
+    /// Skip slices with less than `min_foreground` of their pixels above 5% of the window.
+    #[serde(default)]
+    pub skip_empty: bool,
+    #[serde(default = "default_min_fg")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_foreground: f64,
+    /// Mirror left/right in axial and coronal slices (patient right on the image left).
+    #[serde(default)]
+    pub radiological: bool,
+    /// Resample anisotropic in-plane voxels to square pixels.
+    #[serde(default = "yes")]
+    pub square_pixels: bool,
+}
+
+fn default_plane() -> PlaneParam {
+    PlaneParam::One("axial".into())
+}
+fn default_slices() -> SlicesParam {
+    SlicesParam::Named("all".into())
+}
+fn default_frames() -> FramesParam {
+    FramesParam::Named("all".into())
+}
+fn default_min_fg() -> f64 {
+    0.01
+}
+fn yes() -> bool {
+    true
+}
+
+/// Cuts volumes into 2D images in RAS-canonical orientation (see the display convention in
+/// [`crate::core::slice`]).
+pub struct VolumeSlice {
+    planes: Vec<Plane>,
+    slices: SliceSelection,
+    frames: FrameSelection,
+    empty: Option<EmptySliceRule>,
+    opts: SliceOptions,
+}
+
+fn parse_plane_list(p: &PlaneParam) -> Result<Vec<Plane>> {
+    let names: Vec<String> = match p {
+        PlaneParam::One(s) => vec![s.clone()],
+        PlaneParam::Many(v) => v.clone(),
+    };
+    let mut planes = Vec::new();
+    for n in names {
+        if n == "all" {
+            planes.extend([Plane::Axial, Plane::Coronal, Plane::Sagittal]);
+        } else {
+            planes.push(Plane::parse(&n).with_context(|| {
+                format!("unknown plane '{n}' (axial, coronal, sagittal or all)")
+            })?);
+        }
+    }
+    planes.dedup();
+    Ok(planes)
+}
+
+impl Stage for VolumeSlice {
+    type Params = SliceParams;
+    const NAME: &'static str = "volume.slice";
+    const ROLE: Role = Role::Transform;
+    const INPUTS: &'static [&'static str] = &[kinds::VOLUME];
+    const OUTPUTS: &'static [&'static str] = &[kinds::IMAGE];
+    const DESCRIPTION: &'static str =
+        "Cut volumes into axial/coronal/sagittal images, RAS-canonical, square pixels";
+
+    fn new(p: SliceParams, _host: &Host) -> Result<Self> {
+        let slices = match p.slices {
+            SlicesParam::Named(s) if s == "all" => SliceSelection::All,
+            SlicesParam::Named(s) if s == "middle" => SliceSelection::Middle,
+            SlicesParam::Named(s) => bail!("slices: '{s}' is not all, middle, a list or a range"),
+            SlicesParam::List(v) => SliceSelection::Indices(v),
+            SlicesParam::Range { start, stop, step } => {
+                if step == 0 {
+                    bail!("slices: step must be at least 1");
+                }
+                SliceSelection::Range { start, stop, step }
+            }
+        };
+        let frames = match p.frames {
+            FramesParam::Named(s) if s == "all" => FrameSelection::All,
+            FramesParam::Named(s) => bail!("frames: '{s}' is not all or a list"),
+            FramesParam::List(v) => FrameSelection::Indices(v),
+        };
+        Ok(VolumeSlice {
+            planes: parse_plane_list(&p.plane)?,
+            slices,
+            frames,
+            empty: p.skip_empty.then_some(EmptySliceRule {
+                min_foreground: p.min_foreground,
+                ..EmptySliceRule::default()
+            }),
+            opts: SliceOptions {
+                radiological: p.radiological,
+                square_pixels: p.square_pixels,
+            },
+        })
+    }
+
+    fn process(&self, _ctx: &Context, item: Item, out: &mut Emitter) -> Result<()> {
+        let t = item.data()?;
+        if item.meta.get::<usize>("channels").unwrap_or(1) > 1 {
+            bail!("volume.slice does not handle RGB volumes yet");
+        }
+        let shape = t.shape().to_vec();
+        if shape.len() < 3 {
+            bail!("volume.slice needs a 3D or 4D volume, got shape {shape:?}");
+        }
+        if !t.is_f_contiguous() {
+            bail!("volume.slice needs NIfTI voxel order (i fastest)");
+        }
+        let frames_total: usize = shape[3..].iter().product::<usize>().max(1);
+        let affine = item.meta.affine().context("volume has no affine")?;
+        let owned;
+        let data: &[f32] = if t.dtype() == DType::F32 {
+            t.as_slice::<f32>()?
+        } else {
+            owned = t.to_f32_vec()?;
+            &owned
+        };
+        let view = CanonicalView::new(data, [shape[0], shape[1], shape[2]], frames_total, &affine)
+            .map_err(|e| anyhow!("{e}"))?;
+        let (window, _) = recorded_window(&item.meta);
+        let empty_window = window.or_else(|| crate::core::min_max(data));
+        let frames = self
+            .frames
+            .resolve(frames_total)
+            .map_err(|e| anyhow!("{e}"))?;
+        let base_key = item.key().to_string();
+        for &plane in &self.planes {
+            let n = plane.slice_count(&view);
+            let indices = self.slices.resolve(n).map_err(|e| anyhow!("{e}"))?;
+            for &frame in &frames {
+                // Cut first so the slice count sent downstream is exact when empty slices drop.
+                let mut kept = Vec::with_capacity(indices.len());
+                for &index in &indices {
+                    let s = extract_slice(&view, plane, index, frame, &self.opts)
+                        .map_err(|e| anyhow!("{e}"))?;
+                    if let (Some(rule), Some(w)) = (self.empty, empty_window)
+                        && rule.is_near_empty(&s.data, w)
+                    {
+                        continue;
+                    }
+                    kept.push(s);
+                }
+                let count = kept.len();
+                for s in kept {
+                    let key = if frames_total > 1 {
+                        format!("{base_key}#{}/f{frame}/{}", plane.name(), s.index)
+                    } else {
+                        format!("{base_key}#{}/{}", plane.name(), s.index)
+                    };
+                    let mut meta = item.meta.clone();
+                    meta.0.remove(keys::AFFINE);
+                    meta.set(keys::KEY, key);
+                    meta.set("volume_key", &base_key);
+                    meta.set(keys::PLANE, plane.name());
+                    meta.set(keys::INDEX, s.index);
+                    meta.set(keys::FRAME, frame);
+                    meta.set(keys::SLICE_COUNT, count);
+                    meta.set(keys::SPACING, [s.spacing_row, s.spacing_col]);
+                    let img = Item {
+                        kind: kinds::IMAGE.to_string(),
+                        meta,
+                        tensors: vec![("data".into(), Tensor::from_vec(s.data, &[s.rows, s.cols]))],
+                    };
+                    out.emit(img)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- image.write
+
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageFormat {
+    Jpg,
+    Png,
+}
+
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum ManifestKind {
+    Csv,
+    Jsonl,
+    Both,
+    None,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteParams {
+    /// Output folder.
+    pub out: String,
+    #[serde(default = "default_format")]
+    pub format: ImageFormat,
+    /// JPEG quality 1-100.
+    #[serde(default = "default_quality")]
+    #[schemars(range(min = 1, max = 100))]
+    pub quality: u8,
+    /// PNG bit depth: 8 or 16.
+    #[serde(default = "default_bits")]
+    pub bit_depth: u8,
+    /// File name template relative to `out`. Tokens: {stem} {plane} {index} {index:03} {frame}
+    /// {frame:02} {ext} {series} {key}. Default `{stem}/{plane}_{index:03}.{ext}`, with
+    /// `_f{frame:03}` added for 4D volumes.
+    pub name: Option<String>,
+    /// Dataset manifest(s) written in `out`: manifest.csv / manifest.jsonl.
+    #[serde(default = "default_manifest")]
+    pub manifest: ManifestKind,
+    /// Also write `{stem}_{plane}_sheet.png`, a grid of every slice of a volume.
+    #[serde(default)]
+    pub contact_sheet: bool,
+}
+
+fn default_format() -> ImageFormat {
+    ImageFormat::Jpg
+}
+fn default_quality() -> u8 {
+    90
+}
+fn default_bits() -> u8 {
+    8
+}
+fn default_manifest() -> ManifestKind {
+    ManifestKind::Both
+}
+
+type SheetKey = (String, String, usize);
+
+/// Thumbnails of a volume's slices waiting for the rest of the volume.
+struct PendingSheet {
+    expected: usize,
+    stem: String,
+    frames: usize,
+    tiles: Vec<(usize, Vec<u8>, usize, usize)>,
+}
+
+/// Writes images (JPG or 8/16-bit PNG), a manifest a PyTorch Dataset can read, and optional
+/// contact sheets. Every file is written under a temporary name and renamed.
+pub struct ImageWrite {
+    out: PathBuf,
+    format: ImageFormat,
+    quality: u8,
+    bit_depth: u8,
+    template: NameTemplate,
+    template_4d: NameTemplate,
+    manifests: Mutex<Vec<ManifestWriter>>,
+    sheets: Option<Mutex<HashMap<SheetKey, PendingSheet>>>,
+}
+
+const SHEET_TILE: usize = 128;
+
+impl Stage for ImageWrite {
+    type Params = WriteParams;
+    const NAME: &'static str = "image.write";
+    const ROLE: Role = Role::Sink;
+    const INPUTS: &'static [&'static str] = &[kinds::IMAGE];
+    const OUTPUTS: &'static [&'static str] = &[];
+    const DESCRIPTION: &'static str =
+        "Write images as JPG/PNG with a CSV/JSONL manifest and optional contact sheets";
+
+    fn new(p: WriteParams, _host: &Host) -> Result<Self> {
+        if p.bit_depth != 8 && p.bit_depth != 16 {
+            bail!("bit_depth must be 8 or 16");
+        }
+        if p.bit_depth == 16 && p.format == ImageFormat::Jpg {
+            bail!("16-bit output needs format png");
+        }
+        if !(1..=100).contains(&p.quality) {
+            bail!("quality must be 1..100");
+        }
+        let (template, template_4d) = match &p.name {
+            Some(t) => {
+                let t = NameTemplate::parse(t).map_err(|e| anyhow!("name: {e}"))?;
+                (t.clone(), t)
+            }
+            None => (
+                NameTemplate::parse("{stem}/{plane}_{index:03}.{ext}")
+                    .map_err(|e| anyhow!("{e}"))?,
+                NameTemplate::parse("{stem}/{plane}_f{frame:03}_{index:03}.{ext}")
+                    .map_err(|e| anyhow!("{e}"))?,
+            ),
+        };
+        let out = PathBuf::from(&p.out);
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("{}: cannot create output folder", out.display()))?;
+        let mut manifests = Vec::new();
+        if matches!(p.manifest, ManifestKind::Csv | ManifestKind::Both) {
+            manifests.push(ManifestWriter::create(
+                &out.join("manifest.csv"),
+                ManifestFormat::Csv,
+            )?);
+        }
+        if matches!(p.manifest, ManifestKind::Jsonl | ManifestKind::Both) {
+            manifests.push(ManifestWriter::create(
+                &out.join("manifest.jsonl"),
+                ManifestFormat::Jsonl,
+            )?);
+        }
+        Ok(ImageWrite {
+            out,
+            format: p.format,
+            quality: p.quality,
+            bit_depth: p.bit_depth,
+            template,
+            template_4d,
+            manifests: Mutex::new(manifests),
+            sheets: p.contact_sheet.then(|| Mutex::new(HashMap::new())),
+        })
+    }
+
+    fn process(&self, ctx: &Context, item: Item, _out: &mut Emitter) -> Result<()> {
+        let t = item.data()?;
+        let [rows, cols] = t.shape() else {
+            bail!("image.write needs 2D images, got shape {:?}", t.shape());
+        };
+        let (rows, cols) = (*rows, *cols);
+        let owned;
+        let px: &[f32] = if t.dtype() == DType::F32 && t.is_c_contiguous() {
+            t.as_slice::<f32>()?
+        } else {
+            owned = t.to_f32_vec()?;
+            &owned
+        };
+        let m = &item.meta;
+        let (recorded, per_slice) = recorded_window(m);
+        let window = match recorded {
+            Some(w) if !per_slice => w,
+            // No window chosen upstream, or per-slice mode: this image's own min-max.
+            _ => crate::core::min_max(px).unwrap_or(Window { lo: 0.0, hi: 0.0 }),
+        };
+        let plane = m.str(keys::PLANE).unwrap_or("image").to_string();
+        let index: usize = m.get(keys::INDEX).unwrap_or(0);
+        let frame: usize = m.get(keys::FRAME).unwrap_or(0);
+        let frames: usize = m.get("frames").unwrap_or(1);
+        let source = m.source().unwrap_or(item.key()).to_string();
+        let stem = m
+            .str("stem")
+            .map(String::from)
+            .unwrap_or_else(|| file_stem(&source));
+        let ext = match self.format {
+            ImageFormat::Jpg => "jpg",
+            ImageFormat::Png => "png",
+        };
+        let template = if frames > 1 {
+            &self.template_4d
+        } else {
+            &self.template
+        };
+        let rel = template
+            .render(&NameFields {
+                stem: &stem,
+                plane: &plane,
+                index,
+                frame: Some(frame),
+                ext,
+                series: m.str(keys::SERIES),
+                key: Some(item.key()),
+            })
+            .map_err(|e| anyhow!("{e}"))?;
+        let path = self.out.join(&rel);
+        let u8_pixels = (self.bit_depth == 8).then(|| window.map_u8(px));
+        let bytes = match (self.format, &u8_pixels) {
+            (ImageFormat::Jpg, Some(p)) => encode_jpeg(p, rows, cols, self.quality),
+            (ImageFormat::Png, Some(p)) => encode_png_u8(p, rows, cols),
+            (_, None) => encode_png_u16(&window.map_u16(px), rows, cols),
+        }
+        .map_err(|e| anyhow!("{e}"))?;
+        write_atomic(&path, &bytes).with_context(|| format!("{}: cannot write", path.display()))?;
+
+        let spacing: Vec<f64> = m.get(keys::SPACING).unwrap_or_else(|| vec![1.0, 1.0]);
+        let row = ManifestRow {
+            path: relative_path(&self.out, &path).unwrap_or(rel.clone()),
+            source: source.clone(),
+            plane: plane.clone(),
+            index,
+            frame: Some(frame),
+            rows,
+            cols,
+            spacing_row: spacing.first().copied().unwrap_or(1.0),
+            spacing_col: spacing.get(1).copied().unwrap_or(1.0),
+            window_lo: window.lo,
+            window_hi: window.hi,
+            seed: Some(ctx.seed()),
+        };
+        {
+            let mut ms = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
+            for w in ms.iter_mut() {
+                w.append(&row)?;
+            }
+        }
+        if let Some(sheets) = &self.sheets {
+            let expected: usize = m.get(keys::SLICE_COUNT).unwrap_or(0);
+            let pixels = match u8_pixels {
+                Some(p) => p,
+                None => window.map_u8(px),
+            };
+            let vol_key = m.str("volume_key").unwrap_or(&source).to_string();
+            let done = {
+                let mut map = sheets.lock().unwrap_or_else(|p| p.into_inner());
+                let key = (vol_key, plane.clone(), frame);
+                let entry = map.entry(key.clone()).or_insert_with(|| PendingSheet {
+                    expected,
+                    stem: stem.clone(),
+                    frames,
+                    tiles: Vec::new(),
+                });
+                entry
+                    .tiles
+                    .push((index, thumbnail(&pixels, rows, cols), rows, cols));
+                if entry.tiles.len() >= entry.expected {
+                    map.remove(&key).map(|s| (key, s))
+                } else {
+                    None
+                }
+            };
+            if let Some((key, sheet)) = done {
+                self.write_sheet(&key, sheet)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&self, ctx: &Context, _out: &mut Emitter) -> Result<()> {
+        if let Some(sheets) = &self.sheets {
+            let pending: Vec<(SheetKey, PendingSheet)> = sheets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain()
+                .collect();
+            for (key, sheet) in pending {
+                ctx.warn(&format!(
+                    "contact sheet for {} {} is incomplete ({} of {} slices)",
+                    key.0,
+                    key.1,
+                    sheet.tiles.len(),
+                    sheet.expected
+                ));
+                self.write_sheet(&key, sheet)?;
+            }
+        }
+        let writers: Vec<ManifestWriter> =
+            std::mem::take(&mut *self.manifests.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in writers {
+            let rows = w.rows_written();
+            let path = w.finish()?;
+            ctx.info(&format!("manifest {} ({rows} rows)", path.display()));
+        }
+        Ok(())
+    }
+}
+
+impl ImageWrite {
+    fn write_sheet(&self, key: &SheetKey, mut sheet: PendingSheet) -> Result<()> {
+        sheet.tiles.sort_by_key(|t| t.0);
+        // Thumbnails are stored already reduced; the sheet only tiles them.
+        let tiles: Vec<ContactSheetTile> = sheet
+            .tiles
+            .iter()
+            .map(|(_, px, r, c)| {
+                let (tr, tc) = thumb_dims(*r, *c);
+                ContactSheetTile {
+                    data: px,
+                    rows: tr,
+                    cols: tc,
+                }
+            })
+            .collect();
+        let png = contact_sheet_png(&tiles, SHEET_TILE).map_err(|e| anyhow!("{e}"))?;
+        let name = if sheet.frames > 1 {
+            format!("{}_{}_f{:03}_sheet.png", sheet.stem, key.1, key.2)
+        } else {
+            format!("{}_{}_sheet.png", sheet.stem, key.1)
+        };
+        let name = crate::core::naming::sanitize_value(&name);
+        write_atomic(&self.out.join(name), &png)?;
+        Ok(())
+    }
+}
+
+fn thumb_dims(rows: usize, cols: usize) -> (usize, usize) {
+    let longest = rows.max(cols).max(1);
+    if longest <= SHEET_TILE {
+        return (rows, cols);
+    }
+    let s = SHEET_TILE as f64 / longest as f64;
+    (
+        ((rows as f64 * s).round() as usize).max(1),
+        ((cols as f64 * s).round() as usize).max(1),
+    )
+}
+
+/// Nearest-neighbour reduction to at most SHEET_TILE px, so pending sheets stay small.
+fn thumbnail(px: &[u8], rows: usize, cols: usize) -> Vec<u8> {
+    let (tr, tc) = thumb_dims(rows, cols);
+    if (tr, tc) == (rows, cols) {
+        return px.to_vec();
+    }
+    let mut out = Vec::with_capacity(tr * tc);
+    for r in 0..tr {
+        let sr = (r * rows / tr).min(rows - 1);
+        for c in 0..tc {
+            let sc = (c * cols / tc).min(cols - 1);
+            out.push(px[sr * cols + sc]);
+        }
+    }
+    out
+}

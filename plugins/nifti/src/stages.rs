@@ -1,0 +1,401 @@
+//! The `nifti.read` source and `nifti.write` sink.
+
+use std::path::{Path, PathBuf};
+
+use mindscan_sdk::prelude::*;
+use mindscan_sdk::tensor::f_strides;
+
+use crate::format::{self, NiftiVolume, OutputDatatype, VoxelData, WriteOptions};
+use mindscan_sdk::inputs::expand_inputs;
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    /// Files, folders (searched recursively for .nii / .nii.gz) and glob patterns.
+    pub paths: Vec<String>,
+    /// Apply scl_slope/scl_inter (values become float32, like nibabel's get_fdata).
+    #[serde(default = "yes")]
+    pub apply_scaling: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Reads NIfTI-1 and NIfTI-2 volumes (.nii, .nii.gz).
+pub struct NiftiRead {
+    files: Vec<PathBuf>,
+    apply_scaling: bool,
+}
+
+/// File name without `.nii` / `.nii.gz`.
+pub fn stem(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for ext in [".nii.gz", ".nii", ".gz"] {
+        if name.len() > ext.len() && name.to_ascii_lowercase().ends_with(ext) {
+            return name[..name.len() - ext.len()].to_string();
+        }
+    }
+    name
+}
+
+fn is_nifti(p: &Path) -> bool {
+    let n = p.to_string_lossy().to_ascii_lowercase();
+    n.ends_with(".nii") || n.ends_with(".nii.gz")
+}
+
+/// Builds the `volume` item for a NIfTI file.
+pub fn volume_item(path: &Path, vol: NiftiVolume, apply_scaling: bool) -> Result<Item> {
+    let key = path.display().to_string();
+    let mut item = Item::new(kinds::VOLUME, &key);
+    let dims = vol.dims.clone();
+    let scaled = apply_scaling && vol.has_scaling();
+    let type_name = vol.data.type_name();
+    let mut shape = dims.clone();
+    let channels = match vol.data {
+        VoxelData::Rgb24(_) => 3,
+        VoxelData::Rgba32(_) => 4,
+        _ => 1,
+    };
+    let tensor = if scaled {
+        let v = vol
+            .scaled_f32()
+            .context("scaled data of a complex or RGB volume")?;
+        Tensor::volume(v, &dims)
+    } else {
+        match vol.data {
+            VoxelData::U8(v) => Tensor::volume(v, &dims),
+            VoxelData::I8(v) => Tensor::volume(v, &dims),
+            VoxelData::U16(v) => Tensor::volume(v, &dims),
+            VoxelData::I16(v) => Tensor::volume(v, &dims),
+            VoxelData::U32(v) => Tensor::volume(v, &dims),
+            VoxelData::I32(v) => Tensor::volume(v, &dims),
+            VoxelData::U64(v) => Tensor::volume(v, &dims),
+            VoxelData::I64(v) => Tensor::volume(v, &dims),
+            VoxelData::F32(v) => Tensor::volume(v, &dims),
+            VoxelData::F64(v) => Tensor::volume(v, &dims),
+            VoxelData::C64(v) => Tensor::volume(v, &dims),
+            VoxelData::C128(v) => Tensor::volume(v, &dims),
+            VoxelData::Rgb24(v) => {
+                rgb_tensor(bytemuck::cast_slice(&v).to_vec(), &dims, 3, &mut shape)
+            }
+            VoxelData::Rgba32(v) => {
+                rgb_tensor(bytemuck::cast_slice(&v).to_vec(), &dims, 4, &mut shape)
+            }
+        }
+    };
+    item.set_tensor("data", tensor);
+    let m = &mut item.meta;
+    m.set(keys::SOURCE, path.display().to_string());
+    m.set("stem", stem(path));
+    m.set_affine(&vol.affine);
+    m.set(
+        keys::SPACING,
+        vol.pixdim
+            .iter()
+            .take(3.min(vol.pixdim.len()))
+            .collect::<Vec<_>>(),
+    );
+    if dims.len() > 3 {
+        m.set("frames", dims[3..].iter().product::<usize>());
+        if let Some(tr) = vol.pixdim.get(3) {
+            m.set("frame_interval", tr);
+        }
+    }
+    if channels > 1 {
+        m.set("channels", channels);
+    }
+    m.set(
+        "nifti",
+        serde_json::json!({
+            "version": vol.version,
+            "datatype": type_name,
+            "qform_code": vol.qform_code,
+            "sform_code": vol.sform_code,
+            "xyzt_units": vol.xyzt_units,
+            "scl_slope": vol.scl_slope,
+            "scl_inter": vol.scl_inter,
+            "scaling_applied": scaled,
+            "intent_code": vol.intent_code,
+            "toffset": vol.toffset,
+        }),
+    );
+    Ok(item)
+}
+
+/// RGB(A) voxels become a trailing channel axis: shape `[ni, nj, nk, .., c]`, channel fastest.
+fn rgb_tensor(flat: Vec<u8>, dims: &[usize], c: usize, shape: &mut Vec<usize>) -> Tensor {
+    shape.clear();
+    shape.extend_from_slice(dims);
+    shape.push(c);
+    let mut strides: Vec<isize> = f_strides(dims).iter().map(|s| s * c as isize).collect();
+    strides.push(1);
+    Tensor::from_vec_strided(flat, shape, &strides)
+}
+
+impl Stage for NiftiRead {
+    type Params = ReadParams;
+    const NAME: &'static str = "nifti.read";
+    const ROLE: Role = Role::Source;
+    const INPUTS: &'static [&'static str] = &[];
+    const OUTPUTS: &'static [&'static str] = &[kinds::VOLUME];
+    const DESCRIPTION: &'static str =
+        "Read NIfTI-1/2 volumes (.nii, .nii.gz) from files, folders and globs";
+
+    fn new(p: ReadParams, _host: &Host) -> Result<Self> {
+        let files = expand_inputs(&p.paths, is_nifti)?;
+        Ok(NiftiRead {
+            files,
+            apply_scaling: p.apply_scaling,
+        })
+    }
+
+    fn produce(&self, ctx: &Context, out: &mut Emitter) -> Result<()> {
+        if self.files.is_empty() {
+            ctx.warn("no NIfTI files found in the given paths");
+        }
+        // Files are split round-robin over the workers; keys are the paths, so seeds and outputs
+        // do not depend on which worker read a file.
+        for path in self
+            .files
+            .iter()
+            .skip(ctx.worker_index())
+            .step_by(ctx.worker_count())
+        {
+            if ctx.is_cancelled() {
+                break;
+            }
+            let key = path.display().to_string();
+            match format::read_nifti(path)
+                .map_err(anyhow::Error::from)
+                .and_then(|v| volume_item(path, v, self.apply_scaling))
+            {
+                Ok(item) => out.emit(item)?,
+                Err(e) => out.item_error(&key, &key, &e)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NiftiFormat {
+    /// Uncompressed `.nii`.
+    Nii,
+    /// Gzip-compressed `.nii.gz`.
+    #[serde(rename = "nii.gz")]
+    NiiGz,
+}
+
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteDtype {
+    /// The item's own data type.
+    Keep,
+    Float32,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteParams {
+    /// Output folder.
+    pub out: String,
+    #[serde(default = "default_format")]
+    pub format: NiftiFormat,
+    #[serde(default = "default_dtype")]
+    pub dtype: WriteDtype,
+    /// File name template without extension; tokens {stem}, {series}, {key}.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Gzip level 1 (fast) to 9 (small).
+    #[serde(default = "default_level")]
+    #[schemars(range(min = 1, max = 9))]
+    pub gzip_level: u32,
+}
+
+fn default_format() -> NiftiFormat {
+    NiftiFormat::NiiGz
+}
+fn default_dtype() -> WriteDtype {
+    WriteDtype::Keep
+}
+fn default_name() -> String {
+    "{stem}".into()
+}
+fn default_level() -> u32 {
+    1
+}
+
+/// Writes volumes as NIfTI-1 (temporary name, then rename), with a JSON sidecar when the item
+/// carries one (`sidecar` metadata, e.g. from DICOM).
+pub struct NiftiWrite {
+    out: PathBuf,
+    params: WriteParams,
+}
+
+/// Keeps a name component safe: no separators, no `..`, no control characters, bounded length.
+pub fn sanitize(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    while out.contains("..") {
+        out = out.replace("..", "_");
+    }
+    let out = out
+        .trim_matches(|c: char| c == '.' || c.is_whitespace())
+        .to_string();
+    let out: String = out.chars().take(120).collect();
+    if out.is_empty() {
+        "unnamed".into()
+    } else {
+        out
+    }
+}
+
+fn data_of(t: &Tensor) -> Result<VoxelData> {
+    if !t.is_f_contiguous() {
+        bail!("nifti.write needs a volume in NIfTI voxel order (i fastest)");
+    }
+    Ok(match t.dtype() {
+        DType::U8 => VoxelData::U8(t.as_slice::<u8>()?.to_vec()),
+        DType::I8 => VoxelData::I8(t.as_slice::<i8>()?.to_vec()),
+        DType::U16 => VoxelData::U16(t.as_slice::<u16>()?.to_vec()),
+        DType::I16 => VoxelData::I16(t.as_slice::<i16>()?.to_vec()),
+        DType::U32 => VoxelData::U32(t.as_slice::<u32>()?.to_vec()),
+        DType::I32 => VoxelData::I32(t.as_slice::<i32>()?.to_vec()),
+        DType::U64 => VoxelData::U64(t.as_slice::<u64>()?.to_vec()),
+        DType::I64 => VoxelData::I64(t.as_slice::<i64>()?.to_vec()),
+        DType::F32 => VoxelData::F32(t.as_slice::<f32>()?.to_vec()),
+        DType::F64 => VoxelData::F64(t.as_slice::<f64>()?.to_vec()),
+        DType::C64 => VoxelData::C64(t.as_slice::<[f32; 2]>()?.to_vec()),
+        DType::C128 => VoxelData::C128(t.as_slice::<[f64; 2]>()?.to_vec()),
+    })
+}
+
+impl Stage for NiftiWrite {
+    type Params = WriteParams;
+    const NAME: &'static str = "nifti.write";
+    const ROLE: Role = Role::Sink;
+    const INPUTS: &'static [&'static str] = &[kinds::VOLUME];
+    const OUTPUTS: &'static [&'static str] = &[];
+    const DESCRIPTION: &'static str =
+        "Write volumes as NIfTI-1 (.nii or .nii.gz), affine and codes kept";
+
+    fn new(params: WriteParams, _host: &Host) -> Result<Self> {
+        if !(1..=9).contains(&params.gzip_level) {
+            bail!("gzip_level must be 1..9");
+        }
+        for tok in extract_tokens(&params.name) {
+            if !["stem", "series", "key"].contains(&tok.as_str()) {
+                bail!("unknown token {{{tok}}} in name (known: {{stem}}, {{series}}, {{key}})");
+            }
+        }
+        Ok(NiftiWrite {
+            out: PathBuf::from(&params.out),
+            params,
+        })
+    }
+
+    fn process(&self, _ctx: &Context, item: Item, _out: &mut Emitter) -> Result<()> {
+        let t = item.data()?;
+        let shape = t.shape().to_vec();
+        let affine = item.meta.affine().context("volume has no affine")?;
+        let mut vol = NiftiVolume::from_data(shape, data_of(t)?, affine);
+        // Keep the codes the volume came with (dcm2niix and scanners write 1 = scanner).
+        let codes: Option<serde_json::Value> = item.meta.get("nifti");
+        if let Some(c) = codes {
+            if let Some(q) = c.get("qform_code").and_then(|v| v.as_i64()) {
+                vol.qform_code = q as i32;
+            }
+            if let Some(s) = c.get("sform_code").and_then(|v| v.as_i64()) {
+                vol.sform_code = s as i32;
+            }
+            if c.get("scaling_applied").and_then(|v| v.as_bool()) == Some(false)
+                && let (Some(m), Some(b)) = (
+                    c.get("scl_slope").and_then(|v| v.as_f64()),
+                    c.get("scl_inter").and_then(|v| v.as_f64()),
+                )
+            {
+                vol.scl_slope = m;
+                vol.scl_inter = b;
+            }
+            if let Some(x) = c.get("xyzt_units").and_then(|v| v.as_i64()) {
+                vol.xyzt_units = x as i32;
+            }
+        }
+        if let (Some(tr), true) = (item.meta.get::<f64>("frame_interval"), vol.pixdim.len() > 3) {
+            vol.pixdim[3] = tr;
+        }
+        let stem_v = item
+            .meta
+            .str("stem")
+            .map(String::from)
+            .unwrap_or_else(|| stem(Path::new(item.meta.source().unwrap_or(item.key()))));
+        let series = item.meta.str(keys::SERIES).unwrap_or("").to_string();
+        let name = self
+            .params
+            .name
+            .replace("{stem}", &sanitize(&stem_v))
+            .replace("{series}", &sanitize(&series))
+            .replace("{key}", &sanitize(item.key()));
+        let name = sanitize(&name);
+        let ext = match self.params.format {
+            NiftiFormat::Nii => "nii",
+            NiftiFormat::NiiGz => "nii.gz",
+        };
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("{}: cannot create output folder", self.out.display()))?;
+        let path = self.out.join(format!("{name}.{ext}"));
+        let opts = WriteOptions {
+            gzip_level: self.params.gzip_level,
+            datatype: match self.params.dtype {
+                WriteDtype::Keep => OutputDatatype::Keep,
+                WriteDtype::Float32 => OutputDatatype::Float32,
+            },
+            ..WriteOptions::default()
+        };
+        format::write_nifti_with(&path, &vol, &opts)?;
+        if let Some(sidecar) = item.meta.0.get("sidecar") {
+            let json_path = self.out.join(format!("{name}.json"));
+            let bytes = serde_json::to_vec_pretty(sidecar)?;
+            write_atomic(&json_path, &bytes)?;
+        }
+        Ok(())
+    }
+}
+
+fn extract_tokens(template: &str) -> Vec<String> {
+    let mut toks = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let Some(end) = rest[start..].find('}') else {
+            break;
+        };
+        toks.push(rest[start + 1..start + end].to_string());
+        rest = &rest[start + end + 1..];
+    }
+    toks
+}
+
+/// Writes through a temporary name in the same folder, then renames.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().context("no file name")?.to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow!("{}: cannot rename into place: {e}", path.display())
+    })
+}

@@ -1,1 +1,99 @@
+//! Helpers for the end-to-end tests: build and locate the `mindscan` binary and plugin libraries.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// The workspace root (parent of this package).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The cargo target folder the tests were built into.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_relative() { workspace_root().join(p) } else { p })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn profile_dir() -> PathBuf {
+    // Test binaries live in <target>/<profile>/deps.
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
+        .unwrap_or_else(|| target_dir().join("debug"))
+}
+
+static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Builds workspace packages (once per test process) with the same profile as the tests.
+pub fn build(packages: &[&str]) {
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !built.iter().any(|b| b == p))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root()).arg("build").arg("--quiet");
+    if profile_dir().file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    for p in &missing {
+        cmd.args(["-p", p]);
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "cargo build {missing:?} failed");
+    built.extend(missing.iter().map(|s| s.to_string()));
+}
+
+/// A `mindscan` command (the binary is built on first use).
+pub fn mindscan() -> Command {
+    build(&["mindscan"]);
+    let mut c = Command::new(profile_dir().join("mindscan"));
+    c.env("MINDSCAN_LOG", "info").env_remove("MINDSCAN_PLUGIN_PATH");
+    c
+}
+
+/// Path of a plugin `cdylib` built from `package` whose library is named `lib_name`.
+pub fn cdylib(package: &str, lib_name: &str) -> PathBuf {
+    build(&[package]);
+    let file = format!(
+        "{}{lib_name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
+    profile_dir().join(file)
+}
+
+/// A file under tests/data.
+pub fn data(rel: &str) -> PathBuf {
+    workspace_root().join("tests/data").join(rel)
+}
+
+/// Every file below `dir`, relative, sorted.
+pub fn list_files(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(base, &p, out);
+                } else {
+                    out.push(p.strip_prefix(base).unwrap_or(&p).display().to_string());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: the real binary, real plugin libraries, real data.
+
+mod dicom;
+mod engine_behaviour;
+mod nifti_jpg;
+mod plugins_dynamic;
+mod validation;

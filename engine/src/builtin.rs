@@ -7,5 +7,6 @@ pub fn descriptors() -> Vec<*const PluginDescriptor> {
     vec![
         mindscan_plugin_nifti::plugin_descriptor(),
         mindscan_plugin_imaging::plugin_descriptor(),
+        mindscan_plugin_dicom::plugin_descriptor(),
     ]
 }

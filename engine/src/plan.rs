@@ -141,8 +141,12 @@ pub fn build(
         c.err(&file.pipeline, "the pipeline has no stages");
     }
     for (i, st) in file.stages.iter().enumerate() {
-        if index_of.insert(st.id.value.as_str(), i).is_some() {
+        // The first stage with an id owns it; later ones are reported (and not wired, so a
+        // duplicate does not also show up as a bogus self-cycle).
+        if index_of.contains_key(st.id.value.as_str()) {
             c.err(&st.id, format!("stage id '{}' is used twice", st.id.value));
+        } else {
+            index_of.insert(st.id.value.as_str(), i);
         }
         let ty = registry.get(&st.uses.value);
         if ty.is_none() {
@@ -306,7 +310,8 @@ pub fn build(
                 .iter()
                 .filter(|k| !accepted.contains(*k) && !accepted.contains("any"))
                 .collect();
-            if !bad.is_empty() {
+            // A source with inputs was reported above; its kinds add nothing.
+            if !bad.is_empty() && ty.role != Role::Source {
                 c.err(
                     inp,
                     format!(
@@ -329,9 +334,11 @@ pub fn build(
         };
     }
 
+    // Only when every stage type is known: an unknown one (reported above) may be the source.
     if !types
         .iter()
         .any(|t| t.is_some_and(|t| t.role == Role::Source))
+        && types.iter().all(Option::is_some)
         && !file.stages.is_empty()
     {
         c.err(&file.pipeline, "the pipeline has no source stage");

@@ -27,7 +27,7 @@ fn axcodes(a: &[[f64; 4]; 4]) -> String {
     for col in 0..3 {
         let mut best = (0usize, 0.0f64);
         for (row, t) in taken.iter().enumerate() {
-            let v = a[row][col];
+            let v = a[row].get(col).copied().unwrap_or(0.0);
             if !t && v.abs() > best.1.abs() {
                 best = (row, v);
             }

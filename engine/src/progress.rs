@@ -11,6 +11,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::runtime::{Shared, StageCounters, StageReport};
 
+/// What the display shows per stage: id, type, counters and its input queue (to show depth).
+pub type StageView = (String, String, Arc<StageCounters>, Option<Receiver<Shared>>);
+
 #[derive(Clone, Copy, Debug)]
 pub enum Progress {
     Off,
@@ -31,7 +34,7 @@ impl Progress {
 
     pub fn start(
         self,
-        stages: Vec<(String, String, Arc<StageCounters>, Option<Receiver<Shared>>)>,
+        stages: Vec<StageView>,
     ) -> ProgressHandle {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = match self {
@@ -83,7 +86,7 @@ fn status(c: &StageCounters, rx: &Option<Receiver<Shared>>) -> String {
 }
 
 fn bars(
-    stages: Vec<(String, String, Arc<StageCounters>, Option<Receiver<Shared>>)>,
+    stages: Vec<StageView>,
     stop: &AtomicBool,
 ) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
@@ -111,7 +114,7 @@ fn bars(
 }
 
 fn lines(
-    stages: Vec<(String, String, Arc<StageCounters>, Option<Receiver<Shared>>)>,
+    stages: Vec<StageView>,
     every: Duration,
     stop: &AtomicBool,
 ) {

@@ -325,7 +325,7 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<RunReport> {
             let run = &run;
             let workers = st.workers;
             std::thread::Builder::new()
-                .name(format!("{}", st.id))
+                .name(st.id.clone())
                 .spawn_scoped(scope, move || {
                     std::thread::scope(|inner| {
                         for w in 0..workers {

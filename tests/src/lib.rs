@@ -16,7 +16,13 @@ pub fn workspace_root() -> PathBuf {
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|p| if p.is_relative() { workspace_root().join(p) } else { p })
+        .map(|p| {
+            if p.is_relative() {
+                workspace_root().join(p)
+            } else {
+                p
+            }
+        })
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
@@ -42,7 +48,9 @@ pub fn build(packages: &[&str]) {
         return;
     }
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(workspace_root()).arg("build").arg("--quiet");
+    cmd.current_dir(workspace_root())
+        .arg("build")
+        .arg("--quiet");
     if profile_dir().file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
@@ -58,7 +66,8 @@ pub fn build(packages: &[&str]) {
 pub fn mindscan() -> Command {
     build(&["mindscan"]);
     let mut c = Command::new(profile_dir().join("mindscan"));
-    c.env("MINDSCAN_LOG", "info").env_remove("MINDSCAN_PLUGIN_PATH");
+    c.env("MINDSCAN_LOG", "info")
+        .env_remove("MINDSCAN_PLUGIN_PATH");
     c
 }
 
@@ -96,4 +105,24 @@ pub fn list_files(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// The `faulty` test plugin (`test.source`, `test.panic`, `test.fail`, `test.slow_sink`).
+pub fn faulty_plugin() -> PathBuf {
+    cdylib("mindscan-test-plugin-faulty", "mindscan_test_faulty")
+}
+
+/// The example third-party plugin (`example.threshold`).
+pub fn threshold_plugin() -> PathBuf {
+    cdylib("mindscan-example-threshold", "mindscan_example_threshold")
+}
+
+/// Runs a command to completion and returns (exit code, stdout, stderr).
+pub fn output(cmd: &mut Command) -> (Option<i32>, String, String) {
+    let out = cmd.output().expect("run command");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

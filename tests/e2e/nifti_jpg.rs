@@ -1,5 +1,8 @@
 //! NIfTI -> NIfTI and NIfTI -> JPG/PNG through the real binary on real volumes.
 
+// Voxel and matrix index arithmetic reads best with explicit indices here.
+#![allow(clippy::needless_range_loop)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

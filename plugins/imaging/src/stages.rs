@@ -147,13 +147,22 @@ fn recorded_window(meta: &Meta) -> (Option<Window>, bool) {
 
 // ---------------------------------------------------------------- volume.slice
 
+#[derive(Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PlaneName {
+    Axial,
+    Coronal,
+    Sagittal,
+    /// The three planes.
+    All,
+}
+
 #[derive(Deserialize, JsonSchema, Clone, Debug)]
 #[serde(untagged)]
 pub enum PlaneParam {
-    /// `axial`, `coronal`, `sagittal` or `all`.
-    One(String),
+    One(PlaneName),
     /// Several planes.
-    Many(Vec<String>),
+    Many(Vec<PlaneName>),
 }
 
 #[derive(Deserialize, JsonSchema, Clone, Debug)]
@@ -209,7 +218,7 @@ pub struct SliceParams {
 }
 
 fn default_plane() -> PlaneParam {
-    PlaneParam::One("axial".into())
+    PlaneParam::One(PlaneName::Axial)
 }
 fn default_slices() -> SlicesParam {
     SlicesParam::Named("all".into())
@@ -234,23 +243,27 @@ pub struct VolumeSlice {
     opts: SliceOptions,
 }
 
-fn parse_plane_list(p: &PlaneParam) -> Result<Vec<Plane>> {
-    let names: Vec<String> = match p {
-        PlaneParam::One(s) => vec![s.clone()],
+fn parse_plane_list(p: &PlaneParam) -> Vec<Plane> {
+    let names: Vec<PlaneName> = match p {
+        PlaneParam::One(s) => vec![*s],
         PlaneParam::Many(v) => v.clone(),
     };
     let mut planes = Vec::new();
     for n in names {
-        if n == "all" {
-            planes.extend([Plane::Axial, Plane::Coronal, Plane::Sagittal]);
-        } else {
-            planes.push(Plane::parse(&n).with_context(|| {
-                format!("unknown plane '{n}' (axial, coronal, sagittal or all)")
-            })?);
+        match n {
+            PlaneName::All => planes.extend([Plane::Axial, Plane::Coronal, Plane::Sagittal]),
+            PlaneName::Axial => planes.push(Plane::Axial),
+            PlaneName::Coronal => planes.push(Plane::Coronal),
+            PlaneName::Sagittal => planes.push(Plane::Sagittal),
         }
     }
-    planes.dedup();
-    Ok(planes)
+    let mut seen = Vec::new();
+    planes.retain(|p| {
+        let new = !seen.contains(p);
+        seen.push(*p);
+        new
+    });
+    planes
 }
 
 impl Stage for VolumeSlice {
@@ -281,7 +294,7 @@ impl Stage for VolumeSlice {
             FramesParam::List(v) => FrameSelection::Indices(v),
         };
         Ok(VolumeSlice {
-            planes: parse_plane_list(&p.plane)?,
+            planes: parse_plane_list(&p.plane),
             slices,
             frames,
             empty: p.skip_empty.then_some(EmptySliceRule {

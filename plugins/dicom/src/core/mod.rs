@@ -50,6 +50,11 @@ pub use deid::{DeidOptions, PHI_KEYWORDS, hash_uid, sanitize_token};
 pub use load::{load_series, load_series_lenient, load_series_with};
 pub use scan::{inspect, scan};
 
+/// Summary of one scanned series (what [`inspect`] gives for each).
+pub fn inspect_series(series: &Series) -> SeriesSummary {
+    scan::summarize(series)
+}
+
 use std::path::PathBuf;
 
 /// Errors from this module.

@@ -258,7 +258,8 @@ pub fn scan(inputs: &[PathBuf]) -> ScanReport {
                 rep.skipped.push(SkippedFile { path, reason });
             }
             Outcome::Err(e) => {
-                tracing::warn!("{e}");
+                // The caller reports errors (the `dicom.read` stage logs them once).
+                tracing::debug!("{e}");
                 rep.errors.push(e);
             }
             Outcome::Ok(h) => {
@@ -272,7 +273,7 @@ pub fn scan(inputs: &[PathBuf]) -> ScanReport {
                                 .unwrap_or("?".into()),
                             f.frame + 1
                         );
-                        tracing::warn!(path = %path.display(), "{w}");
+                        tracing::debug!(path = %path.display(), "{w}");
                         rep.warnings.push(format!("{w}: {}", path.display()));
                         let ws = dup_warn.entry(h.meta.series_uid.clone()).or_default();
                         if !ws.contains(&w) {

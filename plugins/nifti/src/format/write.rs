@@ -104,12 +104,9 @@ fn write_file(
     let file = File::create(tmp).map_err(|e| K::Io("cannot create temporary file", e))?;
     let io = |e| K::Io("cannot write", e);
     let file = if gzip {
-        let level = Compression::new(opts.gzip_level.min(9));
-        let mut enc = GzEncoder::new(BufWriter::with_capacity(1 << 20, file), level);
-        enc.write_all(header).map_err(io)?;
-        write_le(&mut enc, data).map_err(io)?;
-        let buf = enc.finish().map_err(io)?;
-        buf.into_inner().map_err(|e| io(e.into_error()))?
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        write_gzip_parallel(&mut w, header, data, opts.gzip_level.min(9)).map_err(io)?;
+        w.into_inner().map_err(|e| io(e.into_error()))?
     } else {
         let mut w = BufWriter::with_capacity(1 << 20, file);
         w.write_all(header).map_err(io)?;
@@ -118,6 +115,75 @@ fn write_file(
     };
     if opts.fsync {
         file.sync_all().map_err(|e| K::Io("cannot fsync", e))?;
+    }
+    Ok(())
+}
+
+/// Uncompressed bytes per gzip member of [`write_gzip_parallel`].
+pub(crate) const GZIP_CHUNK: usize = 1 << 20;
+
+/// Writes header + voxels as a multi-member gzip stream (like `pigz --independent`): the
+/// stream is cut into [`GZIP_CHUNK`]-byte pieces that are compressed independently, in
+/// parallel (rayon), each as a complete gzip member, and written in order. RFC 1952 readers
+/// (gzip, zlib's `gzread`, Python's `gzip`, nibabel, flate2's `MultiGzDecoder`) read the
+/// concatenation as one file. Small files give a single member. Memory: at most a few chunks
+/// per thread beyond the volume itself.
+fn write_gzip_parallel<W: Write>(
+    w: &mut W,
+    header: &[u8; 352],
+    data: &VoxelData,
+    level: u32,
+) -> std::io::Result<()> {
+    use rayon::prelude::*;
+
+    let bytes = data.as_bytes();
+    let word = data.word_size();
+    let swap = cfg!(target_endian = "big") && word > 1;
+    // Piece 0 is the header plus the first voxels; the others are voxel ranges. Every cut is
+    // a multiple of 8 bytes past the header (352 = 44 * 8), so words are never split.
+    let first = bytes.len().min(GZIP_CHUNK - header.len());
+    let rest = &bytes[first..];
+    let n_pieces = 1 + rest.len().div_ceil(GZIP_CHUNK);
+    let piece = |i: usize| -> Cow<'_, [u8]> {
+        let mut v = if i == 0 {
+            let mut v = Vec::with_capacity(header.len() + first);
+            v.extend_from_slice(header);
+            v.extend_from_slice(&bytes[..first]);
+            v
+        } else {
+            let start = (i - 1) * GZIP_CHUNK;
+            let part = &rest[start..(start + GZIP_CHUNK).min(rest.len())];
+            if !swap {
+                return Cow::Borrowed(part);
+            }
+            part.to_vec()
+        };
+        if swap {
+            let skip = if i == 0 { header.len() } else { 0 };
+            swap_words(&mut v[skip..], word);
+        }
+        Cow::Owned(v)
+    };
+    let compress = |i: usize| -> std::io::Result<Vec<u8>> {
+        let src = piece(i);
+        let mut enc = GzEncoder::new(
+            Vec::with_capacity(src.len() / 2 + 64),
+            Compression::new(level),
+        );
+        enc.write_all(&src)?;
+        enc.finish()
+    };
+    // Compress a batch of pieces at a time so memory stays bounded for huge volumes.
+    let batch = (rayon::current_num_threads() * 4).max(1);
+    let mut start = 0;
+    while start < n_pieces {
+        let end = (start + batch).min(n_pieces);
+        let members: Vec<std::io::Result<Vec<u8>>> =
+            (start..end).into_par_iter().map(compress).collect();
+        for m in members {
+            w.write_all(&m?)?;
+        }
+        start = end;
     }
     Ok(())
 }
@@ -273,4 +339,126 @@ fn put_text(dst: &mut [u8], s: &str) {
         end -= 1;
     }
     dst[..end].copy_from_slice(&s.as_bytes()[..end]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::process::Command;
+
+    fn volume() -> NiftiVolume {
+        let dims = vec![96, 110, 90];
+        let n: usize = dims.iter().product();
+        // Structured but not trivially compressible values.
+        let v: Vec<i16> = (0..n)
+            .map(|i| ((i % 96) as i16 * 7 + (i / 9600) as i16 * 13 + (i % 13) as i16) - 500)
+            .collect();
+        let mut a = [[0.0; 4]; 4];
+        a[0] = [-1.2, 0.0, 0.0, 50.0];
+        a[1] = [0.0, 1.1, 0.0, -60.0];
+        a[2] = [0.0, 0.0, 2.5, -70.0];
+        a[3] = [0.0, 0.0, 0.0, 1.0];
+        let mut vol = NiftiVolume::from_data(dims, VoxelData::I16(v), a);
+        vol.sform_code = 1;
+        vol.qform_code = 1;
+        vol
+    }
+
+    #[test]
+    fn parallel_gzip_is_multi_member_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("multi.nii.gz");
+        let vol = volume();
+        write_nifti(&path, &vol).unwrap();
+        let raw = fs::read(&path).unwrap();
+        let total = 352 + vol.data.as_bytes().len();
+
+        // A single-member decoder stops after the first member: the file has several.
+        let mut first = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut first)
+            .unwrap();
+        assert_eq!(first.len(), GZIP_CHUNK, "first member holds one chunk");
+        let mut all = Vec::new();
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut all)
+            .unwrap();
+        assert_eq!(all.len(), total);
+        assert_eq!(&all[352..], vol.data.as_bytes());
+
+        // Our reader.
+        let back = crate::format::read_nifti(&path).unwrap();
+        assert_eq!(back.dims, vol.dims);
+        assert_eq!(back.data, vol.data);
+
+        // Python's gzip module and nibabel, where available.
+        let has = |m: &str| {
+            Command::new("python3")
+                .args(["-c", &format!("import {m}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if has("gzip") {
+            let out = Command::new("python3")
+                .args([
+                    "-c",
+                    "import gzip,sys,hashlib; d=gzip.open(sys.argv[1]).read(); print(len(d))",
+                ])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                total.to_string()
+            );
+        } else {
+            eprintln!("skipped: python3 gzip check");
+        }
+        if has("nibabel") && has("numpy") {
+            let out = Command::new("python3")
+                .args([
+                    "-c",
+                    "import nibabel as nib,numpy as np,sys; i=nib.load(sys.argv[1]); \
+                     d=np.asanyarray(i.dataobj); print(list(d.shape), int(d.astype(np.int64).sum()), \
+                     str(d.dtype))",
+                ])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let VoxelData::I16(v) = &vol.data else {
+                unreachable!()
+            };
+            let sum: i64 = v.iter().map(|&x| x as i64).sum();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                format!("[96, 110, 90] {sum} int16")
+            );
+        } else {
+            eprintln!("skipped: nibabel check (pip install nibabel numpy)");
+        }
+    }
+
+    #[test]
+    fn small_volume_is_one_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("small.nii.gz");
+        let a = [
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let vol = NiftiVolume::from_data(vec![4, 4, 4], VoxelData::U8((0..64).collect()), a);
+        write_nifti(&path, &vol).unwrap();
+        let raw = fs::read(&path).unwrap();
+        let mut first = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut first)
+            .unwrap();
+        assert_eq!(first.len(), 352 + 64);
+        assert_eq!(crate::format::read_nifti(&path).unwrap().data, vol.data);
+    }
 }

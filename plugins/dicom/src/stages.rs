@@ -1,0 +1,269 @@
+//! The `dicom.read` source: DICOM files, folders and globs → one `volume` item per series.
+//!
+//! Two passes: a header-only scan of every input (once per stage, shared by the workers), then
+//! the series are decoded one at a time per worker (series `i` goes to worker
+//! `i % worker_count`), so memory holds at most one series per worker.
+//!
+//! # What reaches the item (de-identification)
+//!
+//! * `key` and `series`: the hashed SeriesInstanceUID (`2.25.…`, plus `.n` for split series).
+//! * `stem`: the output name from the `name` template (`%p_%s` by default), sanitised; only
+//!   non-identifying specifiers exist.
+//! * `source`: the **folder** holding the series' files (the common parent of its files), never
+//!   a file path: some exporters name DICOM files after the patient, while the folder is the
+//!   path the user passed (or one below it).
+//! * `sidecar`: the BIDS-style sidecar of the core library, without any PS3.15 E.1 attribute
+//!   unless allow-listed with `keep_tags`.
+//!
+//! Logs: skipped non-DICOM files at debug level; unreadable files, duplicates and series
+//! warnings at warn level, naming files by path only.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use mindscan_sdk::prelude::*;
+use mindscan_sdk::tensor::f_strides;
+
+use crate::core::{
+    DeidOptions, DicomVolume, PHI_KEYWORDS, Series, VoxelData, load_series_lenient,
+    load_series_with, scan,
+};
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    /// Files, folders (searched recursively) and glob patterns.
+    pub paths: Vec<String>,
+    /// DICOM keywords of de-identified attributes (PS3.15 E.1, e.g. `PatientAge`) to keep in the
+    /// sidecar. Default: none — nothing identifying reaches outputs, names or logs.
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+    /// Output name (dcm2niix-like): `%p` protocol, `%s` series number, `%d` series description,
+    /// `%m` modality, `%e` echo number, `%j` hashed series UID, `%%` a percent sign. The result
+    /// is sanitised; identifying specifiers (`%n`, `%i`, `%t`, ...) expand to nothing.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Zero-fill the slices of files that cannot be decoded (with a warning naming them)
+    /// instead of failing the series.
+    #[serde(default)]
+    pub lenient: bool,
+}
+
+fn default_name() -> String {
+    "%p_%s".into()
+}
+
+struct Planned {
+    series: Series,
+    stem: String,
+    source: String,
+}
+
+/// Reads DICOM series as volumes.
+pub struct DicomRead {
+    inputs: Vec<PathBuf>,
+    deid: DeidOptions,
+    name: String,
+    lenient: bool,
+    plan: OnceLock<Vec<Planned>>,
+}
+
+/// The deepest folder holding every file of the series.
+fn common_folder(series: &Series) -> PathBuf {
+    let mut paths = series.frames.iter().map(|f| f.path.as_path());
+    let Some(first) = paths.next() else {
+        return PathBuf::new();
+    };
+    let mut base = first.parent().unwrap_or(Path::new("")).to_path_buf();
+    for p in paths {
+        while !p.starts_with(&base) {
+            if !base.pop() {
+                break;
+            }
+        }
+    }
+    base
+}
+
+impl DicomRead {
+    fn scan(&self, ctx: &Context) -> Vec<Planned> {
+        let rep = scan(&self.inputs);
+        for s in &rep.skipped {
+            ctx.debug(&format!("skipped {}: {}", s.path.display(), s.reason));
+        }
+        for e in &rep.errors {
+            ctx.warn(&format!("{e}"));
+        }
+        for w in &rep.warnings {
+            ctx.warn(w);
+        }
+        if rep.series.is_empty() {
+            ctx.warn("no DICOM series found in the given paths");
+        } else {
+            let files: usize = rep.series.iter().map(Series::file_count).sum();
+            ctx.info(&format!(
+                "found {} DICOM series in {files} file(s) ({} other file(s) skipped, {} unreadable)",
+                rep.series.len(),
+                rep.skipped.len(),
+                rep.errors.len()
+            ));
+        }
+        // Same name for several series (e.g. split by echo): the 2nd gets `_2`, and so on.
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        rep.series
+            .into_iter()
+            .map(|series| {
+                let base = series.output_name(&self.name);
+                let n = seen.entry(base.clone()).or_insert(0);
+                *n += 1;
+                let stem = if *n == 1 { base } else { format!("{base}_{n}") };
+                let source = common_folder(&series).display().to_string();
+                Planned {
+                    series,
+                    stem,
+                    source,
+                }
+            })
+            .collect()
+    }
+
+    fn load(&self, ctx: &Context, p: &Planned) -> Result<Item> {
+        let vol = if self.lenient {
+            let (vol, failures) = load_series_lenient(&p.series, &self.deid)?;
+            for f in failures {
+                ctx.warn(&format!("series {}: {f}", p.stem));
+            }
+            vol
+        } else {
+            load_series_with(&p.series, &self.deid)?
+        };
+        for w in &vol.warnings {
+            ctx.warn(&format!("series {}: {w}", p.stem));
+        }
+        Ok(volume_item(p, vol))
+    }
+}
+
+/// Builds the `volume` item of a decoded series (the layout `nifti.read` produces).
+fn volume_item(p: &Planned, vol: DicomVolume) -> Item {
+    let [ni, nj, nk, nt] = vol.dims;
+    let dims: Vec<usize> = if nt > 1 {
+        vec![ni, nj, nk, nt]
+    } else {
+        vec![ni, nj, nk]
+    };
+    let mut item = Item::new(kinds::VOLUME, &p.series.id);
+    let mut channels = 1;
+    let tensor = match vol.voxels {
+        VoxelData::U8(v) => Tensor::volume(v, &dims),
+        VoxelData::I8(v) => Tensor::volume(v, &dims),
+        VoxelData::U16(v) => Tensor::volume(v, &dims),
+        VoxelData::I16(v) => Tensor::volume(v, &dims),
+        VoxelData::U32(v) => Tensor::volume(v, &dims),
+        VoxelData::I32(v) => Tensor::volume(v, &dims),
+        VoxelData::F32(v) => Tensor::volume(v, &dims),
+        VoxelData::F64(v) => Tensor::volume(v, &dims),
+        VoxelData::Rgb8(v) => {
+            // Trailing channel axis, channel fastest (as nifti.read lays out RGB).
+            channels = 3;
+            let mut shape = dims.clone();
+            shape.push(3);
+            let mut strides: Vec<isize> = f_strides(&dims).iter().map(|s| s * 3).collect();
+            strides.push(1);
+            Tensor::from_vec_strided(v, &shape, &strides)
+        }
+    };
+    item.set_tensor("data", tensor);
+    let m = &mut item.meta;
+    m.set(keys::SOURCE, &p.source);
+    m.set("stem", &p.stem);
+    m.set(keys::SERIES, &p.series.id);
+    m.set_affine(&vol.affine);
+    m.set(keys::SPACING, &vol.pixdim[..3]);
+    if nt > 1 {
+        m.set("frames", nt);
+        m.set("frame_interval", vol.pixdim[3]);
+    }
+    if channels > 1 {
+        m.set("channels", channels);
+    }
+    let mut codes = serde_json::json!({
+        "qform_code": 1,
+        "sform_code": 1,
+        "scaling_applied": false,
+        // NIFTI_UNITS_MM | NIFTI_UNITS_SEC, as dcm2niix writes.
+        "xyzt_units": 10,
+    });
+    if let (Some(s), Some(i)) = (vol.scl_slope, vol.scl_inter) {
+        codes["scl_slope"] = s.into();
+        codes["scl_inter"] = i.into();
+    }
+    m.set("nifti", codes);
+    m.set(
+        "dicom",
+        serde_json::json!({
+            "files": p.series.file_count(),
+            "modality": p.series.modality(),
+            "series_number": p.series.series_number(),
+            "mosaic": p.series.mosaic,
+            "transfer_syntaxes": p.series.transfer_syntaxes,
+        }),
+    );
+    m.set("sidecar", serde_json::Value::Object(vol.sidecar));
+    item
+}
+
+impl Stage for DicomRead {
+    type Params = ReadParams;
+    const NAME: &'static str = "dicom.read";
+    const ROLE: Role = Role::Source;
+    const INPUTS: &'static [&'static str] = &[];
+    const OUTPUTS: &'static [&'static str] = &[kinds::VOLUME];
+    const DESCRIPTION: &'static str =
+        "Read DICOM series (files, folders, globs) as de-identified volumes, one per series";
+
+    fn new(p: ReadParams, _host: &Host) -> Result<Self> {
+        if p.paths.is_empty() {
+            bail!("paths is empty: give DICOM files, folders or glob patterns");
+        }
+        for k in &p.keep_tags {
+            if !PHI_KEYWORDS.contains(&k.as_str()) {
+                bail!(
+                    "keep_tags: unknown keyword '{k}' (known: {})",
+                    PHI_KEYWORDS.join(", ")
+                );
+            }
+        }
+        if p.name.trim().is_empty() {
+            bail!("name must not be empty");
+        }
+        Ok(DicomRead {
+            inputs: p.paths.iter().map(PathBuf::from).collect(),
+            deid: DeidOptions::keeping(p.keep_tags),
+            name: p.name,
+            lenient: p.lenient,
+            plan: OnceLock::new(),
+        })
+    }
+
+    fn produce(&self, ctx: &Context, out: &mut Emitter) -> Result<()> {
+        // First pass, once for all workers: headers only.
+        let plan = self.plan.get_or_init(|| self.scan(ctx));
+        // Second pass: one series at a time per worker.
+        for p in plan
+            .iter()
+            .skip(ctx.worker_index())
+            .step_by(ctx.worker_count())
+        {
+            if ctx.is_cancelled() {
+                break;
+            }
+            match self.load(ctx, p) {
+                Ok(item) => out.emit(item)?,
+                Err(e) => out.item_error(&p.series.id, &p.source, &e)?,
+            }
+        }
+        Ok(())
+    }
+}

@@ -48,7 +48,7 @@ enum Command {
     },
     /// List the stages available, or show one stage's parameters and item kinds.
     Plugins { stage: Option<String> },
-    /// Summarise a NIfTI file's header.
+    /// Summarise a NIfTI file header, or the DICOM series in a file or folder.
     Inspect { file: PathBuf },
     /// Convert files without writing YAML (builds the same pipeline internally).
     Convert {

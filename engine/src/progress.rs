@@ -32,10 +32,7 @@ impl Progress {
         }
     }
 
-    pub fn start(
-        self,
-        stages: Vec<StageView>,
-    ) -> ProgressHandle {
+    pub fn start(self, stages: Vec<StageView>) -> ProgressHandle {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = match self {
             Progress::Off => None,
@@ -85,10 +82,7 @@ fn status(c: &StageCounters, rx: &Option<Receiver<Shared>>) -> String {
     s
 }
 
-fn bars(
-    stages: Vec<StageView>,
-    stop: &AtomicBool,
-) {
+fn bars(stages: Vec<StageView>, stop: &AtomicBool) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
     let style = ProgressStyle::with_template("{spinner} {prefix:<28} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
@@ -113,11 +107,7 @@ fn bars(
     }
 }
 
-fn lines(
-    stages: Vec<StageView>,
-    every: Duration,
-    stop: &AtomicBool,
-) {
+fn lines(stages: Vec<StageView>, every: Duration, stop: &AtomicBool) {
     let t0 = Instant::now();
     let mut next = every;
     while !stop.load(Ordering::Relaxed) {

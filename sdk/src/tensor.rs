@@ -368,20 +368,34 @@ impl Tensor {
 
     /// Converts any real dtype to f32, element by element in memory order.
     pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
-        fn conv<T: Element + Copy>(t: &Tensor, f: impl Fn(T) -> f32) -> Result<Vec<f32>> {
-            Ok(t.as_slice::<T>()?.iter().map(|&v| f(v)).collect())
+        let mut v = Vec::new();
+        self.to_f32_into(&mut v)?;
+        Ok(v)
+    }
+
+    /// Like [`Tensor::to_f32_vec`] into a caller's buffer, so a worker can reuse one allocation
+    /// for every volume instead of faulting in fresh pages each time.
+    pub fn to_f32_into(&self, out: &mut Vec<f32>) -> Result<()> {
+        fn conv<T: Element + Copy>(
+            t: &Tensor,
+            out: &mut Vec<f32>,
+            f: impl Fn(T) -> f32,
+        ) -> Result<()> {
+            out.clear();
+            out.extend(t.as_slice::<T>()?.iter().map(|&v| f(v)));
+            Ok(())
         }
         match self.dtype {
-            DType::U8 => conv::<u8>(self, |v| v as f32),
-            DType::I8 => conv::<i8>(self, |v| v as f32),
-            DType::U16 => conv::<u16>(self, |v| v as f32),
-            DType::I16 => conv::<i16>(self, |v| v as f32),
-            DType::U32 => conv::<u32>(self, |v| v as f32),
-            DType::I32 => conv::<i32>(self, |v| v as f32),
-            DType::U64 => conv::<u64>(self, |v| v as f32),
-            DType::I64 => conv::<i64>(self, |v| v as f32),
-            DType::F32 => Ok(self.as_slice::<f32>()?.to_vec()),
-            DType::F64 => conv::<f64>(self, |v| v as f32),
+            DType::U8 => conv::<u8>(self, out, |v| v as f32),
+            DType::I8 => conv::<i8>(self, out, |v| v as f32),
+            DType::U16 => conv::<u16>(self, out, |v| v as f32),
+            DType::I16 => conv::<i16>(self, out, |v| v as f32),
+            DType::U32 => conv::<u32>(self, out, |v| v as f32),
+            DType::I32 => conv::<i32>(self, out, |v| v as f32),
+            DType::U64 => conv::<u64>(self, out, |v| v as f32),
+            DType::I64 => conv::<i64>(self, out, |v| v as f32),
+            DType::F32 => conv::<f32>(self, out, |v| v),
+            DType::F64 => conv::<f64>(self, out, |v| v as f32),
             DType::C64 | DType::C128 => {
                 bail!("complex tensors have no real value; take the magnitude first")
             }

@@ -321,13 +321,36 @@ impl Stage for VolumeSlice {
             bail!("volume.slice needs NIfTI voxel order (i fastest)");
         }
         let frames_total: usize = shape[3..].iter().product::<usize>().max(1);
+        // Integer volumes are converted once into this worker's reusable buffer.
+        thread_local! {
+            static F32_BUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let mut buf = F32_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        let result = self.cut_volume(&item, t, &shape, frames_total, &mut buf, out);
+        // Keep the buffer for the next volume unless it is unusually large.
+        if buf.capacity() <= 256 << 20 {
+            F32_BUF.with(|b| *b.borrow_mut() = buf);
+        }
+        result
+    }
+}
+
+impl VolumeSlice {
+    fn cut_volume(
+        &self,
+        item: &Item,
+        t: &Tensor,
+        shape: &[usize],
+        frames_total: usize,
+        buf: &mut Vec<f32>,
+        out: &mut Emitter,
+    ) -> Result<()> {
         let affine = item.meta.affine().context("volume has no affine")?;
-        let owned;
         let data: &[f32] = if t.dtype() == DType::F32 {
             t.as_slice::<f32>()?
         } else {
-            owned = t.to_f32_vec()?;
-            &owned
+            t.to_f32_into(buf)?;
+            buf
         };
         let view = CanonicalView::new(data, [shape[0], shape[1], shape[2]], frames_total, &affine)
             .map_err(|e| anyhow!("{e}"))?;
@@ -342,20 +365,7 @@ impl Stage for VolumeSlice {
             let n = plane.slice_count(&view);
             let indices = self.slices.resolve(n).map_err(|e| anyhow!("{e}"))?;
             for &frame in &frames {
-                // Cut first so the slice count sent downstream is exact when empty slices drop.
-                let mut kept = Vec::with_capacity(indices.len());
-                for &index in &indices {
-                    let s = extract_slice(&view, plane, index, frame, &self.opts)
-                        .map_err(|e| anyhow!("{e}"))?;
-                    if let (Some(rule), Some(w)) = (self.empty, empty_window)
-                        && rule.is_near_empty(&s.data, w)
-                    {
-                        continue;
-                    }
-                    kept.push(s);
-                }
-                let count = kept.len();
-                for s in kept {
+                let emit_slice = |s: crate::core::Slice2D, count: usize, out: &mut Emitter| {
                     let key = if frames_total > 1 {
                         format!("{base_key}#{}/f{frame}/{}", plane.name(), s.index)
                     } else {
@@ -375,7 +385,33 @@ impl Stage for VolumeSlice {
                         meta,
                         tensors: vec![("data".into(), Tensor::from_vec(s.data, &[s.rows, s.cols]))],
                     };
-                    out.emit(img)?;
+                    out.emit(img)
+                };
+                let cut = |index: usize| {
+                    extract_slice(&view, plane, index, frame, &self.opts)
+                        .map_err(|e| anyhow!("{e}"))
+                };
+                match (self.empty, empty_window) {
+                    (Some(rule), Some(w)) => {
+                        // Cut first so the slice count sent downstream is exact.
+                        let mut kept = Vec::with_capacity(indices.len());
+                        for &index in &indices {
+                            let s = cut(index)?;
+                            if !rule.is_near_empty(&s.data, w) {
+                                kept.push(s);
+                            }
+                        }
+                        let count = kept.len();
+                        for s in kept {
+                            emit_slice(s, count, out)?;
+                        }
+                    }
+                    // Without skipping, the count is known: send each slice as soon as it is cut.
+                    _ => {
+                        for &index in &indices {
+                            emit_slice(cut(index)?, indices.len(), out)?;
+                        }
+                    }
                 }
             }
         }

@@ -82,9 +82,11 @@ impl Window {
         let lo = self.lo as f32;
         let scale = (255.0 / width) as f32;
         for (d, &v) in dst.iter_mut().zip(src) {
-            // NaN stays NaN through clamp; the saturating `as` cast turns it into 0.
-            let x = ((v - lo) * scale).clamp(0.0, 255.0);
-            *d = (x + 0.5) as u8;
+            // `max` maps NaN to 0; the value is then in [0.5, 255.5], so the unchecked cast is
+            // exact and the loop vectorises (a saturating `as` cast would not).
+            let x = ((v - lo) * scale).max(0.0).min(255.0) + 0.5;
+            // SAFETY: x is finite and within i32 range (see above).
+            *d = unsafe { x.to_int_unchecked::<i32>() } as u8;
         }
     }
 
@@ -99,8 +101,9 @@ impl Window {
         let lo = self.lo as f32;
         let scale = (65535.0 / width) as f32;
         for (d, &v) in dst.iter_mut().zip(src) {
-            let x = ((v - lo) * scale).clamp(0.0, 65535.0);
-            *d = (x + 0.5) as u16;
+            let x = ((v - lo) * scale).max(0.0).min(65535.0) + 0.5;
+            // SAFETY: x is finite and in [0.5, 65535.5].
+            *d = unsafe { x.to_int_unchecked::<i32>() } as u16;
         }
     }
 

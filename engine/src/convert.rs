@@ -72,12 +72,13 @@ pub fn pipeline(req: &Request) -> Result<PipelineFile> {
     let paths: Vec<String> = req.inputs.iter().map(|p| p.display().to_string()).collect();
     let out = req.out.display().to_string();
     let family = input_family(&req.inputs);
+    // Several readers decode several files or series at once (one volume in memory each).
     let reader = stage(
         "read",
         &format!("{family}.read"),
         &[],
         json!({ "paths": paths }),
-        1,
+        workers,
     );
     let stages = match req.format {
         "nifti" => vec![

@@ -72,6 +72,8 @@ impl Window {
 
     /// Maps `src` to 8-bit: `round(clamp((v - lo) / (hi - lo), 0, 1) * 255)`.
     /// NaN maps to 0; a window with `hi <= lo` maps everything to 0.
+    // `max(0).min(255)` on purpose: unlike `clamp`, it turns NaN into 0 (see below).
+    #[allow(clippy::manual_clamp)]
     pub fn map_u8_into(&self, src: &[f32], dst: &mut [u8]) {
         assert_eq!(src.len(), dst.len());
         let width = self.hi - self.lo;
@@ -91,6 +93,7 @@ impl Window {
     }
 
     /// Maps `src` to 16-bit: `round(clamp((v - lo) / (hi - lo), 0, 1) * 65535)`.
+    #[allow(clippy::manual_clamp)]
     pub fn map_u16_into(&self, src: &[f32], dst: &mut [u16]) {
         assert_eq!(src.len(), dst.len());
         let width = self.hi - self.lo;

@@ -48,7 +48,7 @@ def main():
         with open(p, "w") as f:
             f.write(
                 "pipeline: bench\nstages:\n"
-                f"  - id: read\n    use: dicom.read\n    params:\n      paths: [\"{src}\"]\n"
+                f"  - id: read\n    use: dicom.read\n    workers: {os.cpu_count()}\n    params:\n      paths: [\"{src}\"]\n"
                 f"  - id: write\n    use: nifti.write\n    inputs: [read]\n    workers: {os.cpu_count()}\n"
                 f"    params:\n      out: \"{out}\"\n      format: {fmt}\n"
             )

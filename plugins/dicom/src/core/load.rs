@@ -296,10 +296,12 @@ fn load_impl(
                 } else {
                     (1.0, 0.0)
                 };
+                // One map lookup per slice, not per row.
+                let samples = &ok[&fr.path].samples;
                 for j in 0..nj {
                     let d = (t * nk + k) * slice + j * ni;
                     let s = off + j * stride;
-                    match &ok[&fr.path].samples {
+                    match samples {
                         Samples::Int(v) => {
                             for i in 0..ni {
                                 let x = v[s + i];

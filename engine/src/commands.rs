@@ -93,7 +93,8 @@ pub fn run_plan(plan: &Plan, args: RunArgs) -> Result<(Outcome, RunReport)> {
     }
     if let Some(p) = &args.metrics_json {
         let json = serde_json::to_vec_pretty(&report)?;
-        write_atomic(p, &json).with_context(|| format!("{}: cannot write metrics", p.display()))?;
+        mindscan_sdk::fsio::write_atomic(p, &json)
+            .with_context(|| format!("{}: cannot write metrics", p.display()))?;
     }
     let outcome = if let Some(f) = &report.failure {
         Outcome::Failed(f.clone())
@@ -103,23 +104,6 @@ pub fn run_plan(plan: &Plan, args: RunArgs) -> Result<(Outcome, RunReport)> {
         Outcome::Ok
     };
     Ok((outcome, report))
-}
-
-/// Writes a file through a temporary name in the same folder, then renames it into place.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(d) = dir {
-        std::fs::create_dir_all(d)?;
-    }
-    let name = path.file_name().context("no file name")?.to_string_lossy();
-    let tmp = dir
-        .unwrap_or(Path::new("."))
-        .join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
-    Ok(())
 }
 
 /// `mindscan plugins [STAGE]`.

@@ -29,6 +29,7 @@
 
 pub mod abi;
 pub mod export;
+pub mod fsio;
 pub mod inputs;
 pub mod item;
 pub mod seed;

@@ -369,7 +369,8 @@ impl Stage for NiftiWrite {
         if let Some(sidecar) = item.meta.0.get("sidecar") {
             let json_path = self.out.join(format!("{name}.json"));
             let bytes = serde_json::to_vec_pretty(sidecar)?;
-            write_atomic(&json_path, &bytes)?;
+            mindscan_sdk::fsio::write_atomic(&json_path, &bytes)
+                .with_context(|| format!("{}: cannot write sidecar", json_path.display()))?;
         }
         Ok(())
     }
@@ -386,16 +387,4 @@ fn extract_tokens(template: &str) -> Vec<String> {
         rest = &rest[start + end + 1..];
     }
     toks
-}
-
-/// Writes through a temporary name in the same folder, then renames.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().context("no file name")?.to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow!("{}: cannot rename into place: {e}", path.display())
-    })
 }

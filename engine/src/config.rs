@@ -122,6 +122,11 @@ pub struct StageConfig {
     /// Capacity of the bounded queue in front of this stage (items).
     #[serde(default = "default_queue")]
     pub queue: Loc<u32>,
+    /// Sources only: how many of this source's items may be in the pipeline at once (emitted and
+    /// not yet handled by every stage downstream, items derived from them included). This, not
+    /// the dataset size, bounds memory. Default: `workers + 1`.
+    #[serde(default)]
+    pub max_in_flight: Option<Loc<u32>>,
     /// What to do when one item fails.
     #[serde(default)]
     pub on_error: OnError,

@@ -56,6 +56,7 @@ fn stage(id: &str, uses: &str, inputs: &[&str], params: Value, workers: u32) -> 
         params,
         workers: Loc::synthetic(workers),
         queue: Loc::synthetic(8),
+        max_in_flight: None,
         on_error: OnError::Skip,
     }
 }

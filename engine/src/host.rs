@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Result, anyhow, bail};
 use mindscan_sdk::abi::{
-    self, ABI_VERSION, CallContext, EmitFn, ErrorSink, HostContext, Status, StrRef,
+    self, ABI_VERSION, CallContext, EmitFn, ErrorSink, HostContext, Outcome, Status, StrRef,
 };
 use mindscan_sdk::item::{FfiItemBuf, item_from_ffi};
 use mindscan_sdk::{Item, seed};
@@ -76,6 +76,34 @@ pub trait Outlet: Sync {
     fn emit(&self, item: Item) -> Status;
     /// A piece of work failed inside the stage; apply the error policy.
     fn item_error(&self, key: &str, source: &str, message: &str) -> Status;
+    /// Sources: waits until one more item may be in flight.
+    fn wait_ready(&self) -> Status {
+        Status::Ok
+    }
+    /// Sources: hands over the items whose processing ended since the last call.
+    fn take_completed(&self, _visit: &mut dyn FnMut(&str, Outcome)) {}
+}
+
+unsafe extern "C" fn outlet_wait_ready(ctx: *mut c_void) -> Status {
+    // SAFETY: as in `outlet_emit`.
+    let outlet: &dyn Outlet = unsafe { *(ctx as *const &dyn Outlet) };
+    catch_unwind(AssertUnwindSafe(|| outlet.wait_ready())).unwrap_or(Status::Panic)
+}
+
+unsafe extern "C" fn outlet_take_completed(
+    ctx: *mut c_void,
+    visitor: *mut c_void,
+    visit: abi::CompletedVisitor,
+) -> Status {
+    // SAFETY: as in `outlet_emit`; `visit` is the plugin's callback for `visitor`.
+    let outlet: &dyn Outlet = unsafe { *(ctx as *const &dyn Outlet) };
+    catch_unwind(AssertUnwindSafe(|| {
+        outlet.take_completed(&mut |key, outcome| unsafe {
+            visit(visitor, StrRef::new(key), outcome as u32)
+        })
+    }))
+    .map(|()| Status::Ok)
+    .unwrap_or(Status::Panic)
 }
 
 unsafe extern "C" fn outlet_emit(ctx: *mut c_void, item: *const abi::FfiItem) -> Status {
@@ -107,6 +135,8 @@ fn emit_fn(outlet: &&dyn Outlet) -> EmitFn {
         ctx: outlet as *const &dyn Outlet as *mut c_void,
         emit: outlet_emit,
         item_error: outlet_item_error,
+        wait_ready: outlet_wait_ready,
+        take_completed: outlet_take_completed,
     }
 }
 

@@ -57,6 +57,8 @@ pub struct PlannedStage {
     pub params: Value,
     pub workers: usize,
     pub queue: usize,
+    /// Sources: items of this stage allowed in flight at once.
+    pub max_in_flight: usize,
     pub on_error: OnError,
     /// Indices (into `Plan::stages`) of the stages feeding this one.
     pub inputs: Vec<usize>,
@@ -165,6 +167,17 @@ pub fn build(
         }
         if st.queue.value == 0 {
             c.err(&st.queue, "queue must be at least 1");
+        }
+        if let Some(m) = &st.max_in_flight {
+            if m.value == 0 {
+                c.err(m, "max_in_flight must be at least 1");
+            }
+            if !st.inputs.is_empty() || ty.is_some_and(|t| t.role != Role::Source) {
+                c.err(
+                    m,
+                    "max_in_flight applies to sources only (stages without inputs)",
+                );
+            }
         }
         let obj: Map<String, Value> = st
             .params
@@ -369,6 +382,11 @@ pub fn build(
                 params: params_json[i].clone(),
                 workers: st.workers.value as usize,
                 queue: st.queue.value as usize,
+                max_in_flight: st
+                    .max_in_flight
+                    .as_ref()
+                    .map(|m| m.value as usize)
+                    .unwrap_or(st.workers.value as usize + 1),
                 on_error: st.on_error,
                 inputs: inputs[i].iter().map(|&j| position[j]).collect(),
                 outputs: outputs[i].iter().map(|&j| position[j]).collect(),

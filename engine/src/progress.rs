@@ -9,10 +9,15 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::runtime::{Shared, StageCounters, StageReport};
+use crate::runtime::{Envelope, StageCounters, StageReport};
 
 /// What the display shows per stage: id, type, counters and its input queue (to show depth).
-pub type StageView = (String, String, Arc<StageCounters>, Option<Receiver<Shared>>);
+pub type StageView = (
+    String,
+    String,
+    Arc<StageCounters>,
+    Option<Receiver<Envelope>>,
+);
 
 #[derive(Clone, Copy, Debug)]
 pub enum Progress {
@@ -63,7 +68,7 @@ impl ProgressHandle {
     }
 }
 
-fn status(c: &StageCounters, rx: &Option<Receiver<Shared>>) -> String {
+fn status(c: &StageCounters, rx: &Option<Receiver<Envelope>>) -> String {
     let mut s = format!(
         "in {} out {}",
         c.items_in.load(Ordering::Relaxed),

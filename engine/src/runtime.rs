@@ -7,14 +7,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use mindscan_sdk::Item;
-use mindscan_sdk::abi::{Role, Status};
+use mindscan_sdk::abi::{Outcome, Role, Status};
 use serde::Serialize;
 use serde_json::json;
 
@@ -25,6 +25,87 @@ use crate::progress::Progress;
 
 /// Items travel between stages behind an `Arc`: fan-out shares one item, never its voxels.
 pub type Shared = Arc<Item>;
+
+/// What a queue carries: an item and the source item it derives from.
+#[derive(Clone)]
+pub struct Envelope {
+    item: Shared,
+    root: Option<Arc<Root>>,
+}
+
+/// In-flight accounting of one source stage: how many of its items (with everything derived
+/// from them) are still in the pipeline, and which ended since the source last asked.
+struct SourceTrack {
+    max_in_flight: usize,
+    state: Mutex<TrackState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct TrackState {
+    in_flight: usize,
+    /// Set when the source first asks for completions; until then none are kept.
+    recording: bool,
+    completed: Vec<(String, Outcome)>,
+}
+
+impl SourceTrack {
+    /// Waits until fewer than `max_in_flight` items are in flight; `take` also claims a slot.
+    fn acquire(&self, run: &RunShared, take: bool) -> Status {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while st.in_flight >= self.max_in_flight {
+            if run.stopping() {
+                return Status::Cancelled;
+            }
+            st = self
+                .changed
+                .wait_timeout(st, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if take {
+            st.in_flight += 1;
+        }
+        Status::Ok
+    }
+}
+
+/// Shared by every item derived from one source item. When the last of them has been handled
+/// (the last `Arc` drops), the source item is complete and its slot is freed.
+pub struct Root {
+    key: String,
+    track: Arc<SourceTrack>,
+    /// An [`Outcome`] as u32; only ever moves away from `Done`.
+    outcome: AtomicU32,
+}
+
+impl Root {
+    fn mark(&self, o: Outcome) {
+        // A failure wins over an abandon: the source must not retry an item that failed.
+        let _ = self
+            .outcome
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                match (Outcome::from_u32(cur), o) {
+                    (Outcome::Failed, _) => None,
+                    (_, Outcome::Done) => None,
+                    _ => Some(o as u32),
+                }
+            });
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let outcome = Outcome::from_u32(self.outcome.load(Ordering::Relaxed));
+        let mut st = self.track.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.in_flight -= 1;
+        if st.recording {
+            st.completed.push((std::mem::take(&mut self.key), outcome));
+        }
+        drop(st);
+        self.track.changed.notify_all();
+    }
+}
 
 /// Counters of one stage, updated by its workers and read by the progress display.
 #[derive(Default)]
@@ -121,30 +202,52 @@ struct StageRt {
     role: Role,
     on_error: OnError,
     counters: Arc<StageCounters>,
+    /// Sources: in-flight accounting of the items they emit.
+    track: Option<Arc<SourceTrack>>,
 }
 
 /// The outlet a worker hands to its plugin: forwards items to every consumer's queue.
 struct WorkerOutlet<'a> {
     stage: &'a StageRt,
     run: &'a RunShared,
-    senders: &'a [Sender<Shared>],
-    /// Metadata of the item being processed, for dead-letter provenance.
-    current: Option<&'a Item>,
+    senders: &'a [Sender<Envelope>],
+    /// The item being processed (for dead-letter provenance) and its source item.
+    current: Option<&'a Envelope>,
 }
 
 impl Outlet for WorkerOutlet<'_> {
     fn emit(&self, item: Item) -> Status {
-        if self.stage.role == Role::Source && self.run.stopping() {
-            return Status::Cancelled;
-        }
+        let root = match &self.stage.track {
+            Some(track) => {
+                // A source: every item it emits starts a new root and takes an in-flight slot.
+                if self.run.stopping() {
+                    return Status::Cancelled;
+                }
+                if track.acquire(self.run, true) != Status::Ok {
+                    return Status::Cancelled;
+                }
+                Some(Arc::new(Root {
+                    key: item.key().to_string(),
+                    track: track.clone(),
+                    outcome: AtomicU32::new(Outcome::Done as u32),
+                }))
+            }
+            None => self.current.and_then(|e| e.root.clone()),
+        };
         self.stage
             .counters
             .items_out
             .fetch_add(1, Ordering::Relaxed);
-        let item = Arc::new(item);
+        let env = Envelope {
+            item: Arc::new(item),
+            root,
+        };
         for s in self.senders {
             // Blocks while the consumer's queue is full: this is the backpressure.
-            if s.send(item.clone()).is_err() {
+            if s.send(env.clone()).is_err() {
+                if let Some(r) = &env.root {
+                    r.mark(Outcome::Abandoned);
+                }
                 return Status::Cancelled;
             }
         }
@@ -153,6 +256,27 @@ impl Outlet for WorkerOutlet<'_> {
 
     fn item_error(&self, key: &str, source: &str, message: &str) -> Status {
         handle_error(self.stage, self.run, key, source, message, self.current)
+    }
+
+    fn wait_ready(&self) -> Status {
+        match &self.stage.track {
+            Some(track) => track.acquire(self.run, false),
+            None => Status::Ok,
+        }
+    }
+
+    fn take_completed(&self, visit: &mut dyn FnMut(&str, Outcome)) {
+        let Some(track) = &self.stage.track else {
+            return;
+        };
+        let done = {
+            let mut st = track.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.recording = true;
+            std::mem::take(&mut st.completed)
+        };
+        for (key, outcome) in done {
+            visit(&key, outcome);
+        }
     }
 }
 
@@ -170,9 +294,13 @@ fn handle_error(
     key: &str,
     source: &str,
     message: &str,
-    item: Option<&Item>,
+    env: Option<&Envelope>,
 ) -> Status {
     stage.counters.errors.fetch_add(1, Ordering::Relaxed);
+    if let Some(root) = env.and_then(|e| e.root.as_ref()) {
+        root.mark(Outcome::Failed);
+    }
+    let item = env.map(|e| &*e.item);
     let what = match (key.is_empty(), source.is_empty()) {
         (true, true) => String::new(),
         (_, false) => format!(" [{source}]"),
@@ -218,24 +346,28 @@ fn handle_error(
     }
 }
 
-fn call_failed(stage: &StageRt, run: &RunShared, e: CallError, item: Option<&Item>) {
-    let (key, source) = item
-        .map(|i| {
+fn call_failed(stage: &StageRt, run: &RunShared, e: CallError, env: Option<&Envelope>) {
+    let (key, source) = env
+        .map(|e| {
             (
-                i.key().to_string(),
-                i.meta.source().unwrap_or("").to_string(),
+                e.item.key().to_string(),
+                e.item.meta.source().unwrap_or("").to_string(),
             )
         })
         .unwrap_or_default();
     match e {
-        CallError::Cancelled => {}
+        CallError::Cancelled => {
+            if let Some(root) = env.and_then(|e| e.root.as_ref()) {
+                root.mark(Outcome::Abandoned);
+            }
+        }
         CallError::Failed(m) | CallError::Panicked(m) => {
             let m = if m.is_empty() {
                 "failed without a message".into()
             } else {
                 m
             };
-            handle_error(stage, run, &key, &source, &m, item);
+            handle_error(stage, run, &key, &source, &m, env);
         }
     }
 }
@@ -275,12 +407,19 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<RunReport> {
             role: st.ty.role,
             on_error: st.on_error,
             counters: Arc::new(StageCounters::default()),
+            track: (st.ty.role == Role::Source).then(|| {
+                Arc::new(SourceTrack {
+                    max_in_flight: st.max_in_flight.max(1),
+                    state: Mutex::new(TrackState::default()),
+                    changed: Condvar::new(),
+                })
+            }),
         })
         .collect();
 
     // One bounded queue in front of every stage that has inputs (fan-in shares it).
-    let mut txs: Vec<Option<Sender<Shared>>> = Vec::new();
-    let mut rxs: Vec<Option<Receiver<Shared>>> = Vec::new();
+    let mut txs: Vec<Option<Sender<Envelope>>> = Vec::new();
+    let mut rxs: Vec<Option<Receiver<Envelope>>> = Vec::new();
     for st in &plan.stages {
         if st.inputs.is_empty() {
             txs.push(None);
@@ -291,7 +430,7 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<RunReport> {
             rxs.push(Some(rx));
         }
     }
-    let senders: Vec<Vec<Sender<Shared>>> = plan
+    let senders: Vec<Vec<Sender<Envelope>>> = plan
         .stages
         .iter()
         .map(|st| st.outputs.iter().filter_map(|&o| txs[o].clone()).collect())
@@ -412,8 +551,8 @@ fn worker(
     inst: &StageInstance,
     w: usize,
     workers: usize,
-    outs: &[Sender<Shared>],
-    rx: Option<Receiver<Shared>>,
+    outs: &[Sender<Envelope>],
+    rx: Option<Receiver<Envelope>>,
 ) {
     match rx {
         None => {
@@ -433,24 +572,28 @@ fn worker(
                 .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
         Some(rx) => {
-            for item in rx.iter() {
+            for env in rx.iter() {
                 rt.counters.items_in.fetch_add(1, Ordering::Relaxed);
                 if run.failed.load(Ordering::Relaxed) {
-                    continue; // the run is failing: drain without work
+                    // The run is failing: drain without work (the source may retry it later).
+                    if let Some(root) = &env.root {
+                        root.mark(Outcome::Abandoned);
+                    }
+                    continue;
                 }
                 let outlet = WorkerOutlet {
                     stage: rt,
                     run,
                     senders: outs,
-                    current: Some(&item),
+                    current: Some(&env),
                 };
                 let t0 = Instant::now();
-                let r = inst.process(&item, w, workers, &outlet);
+                let r = inst.process(&env.item, w, workers, &outlet);
                 rt.counters
                     .busy_ns
                     .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 if let Err(e) = r {
-                    call_failed(rt, run, e, Some(&item));
+                    call_failed(rt, run, e, Some(&env));
                 }
             }
         }

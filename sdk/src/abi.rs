@@ -19,7 +19,7 @@
 use std::ffi::c_void;
 
 /// Bumped on every incompatible change of any type in this module.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Name of the symbol a plugin library exports (`extern "C" fn() -> *const PluginDescriptor`).
 pub const ENTRY_SYMBOL: &str = "mindscan_plugin_entry";
@@ -109,9 +109,34 @@ pub struct ErrorSink {
     pub write: unsafe extern "C" fn(ctx: *mut c_void, message: StrRef),
 }
 
+/// How the processing of an item emitted by a source ended, over every branch of the graph.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Every stage that received the item, or an item derived from it, returned without error.
+    Done = 0,
+    /// Some stage reported an error for the item or for an item derived from it.
+    Failed = 1,
+    /// The run stopped (a `fail` error elsewhere) before the item was fully processed.
+    Abandoned = 2,
+}
+
+impl Outcome {
+    pub fn from_u32(v: u32) -> Outcome {
+        match v {
+            0 => Outcome::Done,
+            1 => Outcome::Failed,
+            _ => Outcome::Abandoned,
+        }
+    }
+}
+
+/// Called by [`EmitFn::take_completed`] once per completed item.
+pub type CompletedVisitor = unsafe extern "C" fn(visitor: *mut c_void, key: StrRef, outcome: u32);
+
 /// Receives what a stage produces: items, and per-item errors (a file that could not be read by
 /// a source, a slice that failed) that the host handles with the stage's `on_error` policy.
-/// Both return [`Status::Cancelled`] when the stage should stop.
+/// `emit` and `item_error` return [`Status::Cancelled`] when the stage should stop.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct EmitFn {
@@ -122,6 +147,20 @@ pub struct EmitFn {
         item_key: StrRef,
         source: StrRef,
         message: StrRef,
+    ) -> Status,
+    /// Sources: blocks until the stage may put one more item in flight (the stage's
+    /// `max_in_flight`), so a source can wait *before* reading its next input. `emit` waits the
+    /// same way. Returns [`Status::Cancelled`] when the run is stopping. Others: returns at once.
+    pub wait_ready: unsafe extern "C" fn(ctx: *mut c_void) -> Status,
+    /// Sources: calls `visit` for every item emitted by this stage (any worker) whose processing
+    /// has ended in every branch since the previous call, with its key and an [`Outcome`].
+    /// Completions are recorded from the first call on, so a source that never asks costs
+    /// nothing. "Ended" means every stage returned from `process` for the item and all items
+    /// derived from it: sinks that write in `process` have written by then.
+    pub take_completed: unsafe extern "C" fn(
+        ctx: *mut c_void,
+        visitor: *mut c_void,
+        visit: CompletedVisitor,
     ) -> Status,
 }
 

@@ -36,7 +36,7 @@ pub mod seed;
 pub mod stage;
 pub mod tensor;
 
-pub use abi::{ABI_VERSION, Role};
+pub use abi::{ABI_VERSION, Outcome, Role};
 pub use item::{Item, Meta, keys, kinds};
 pub use stage::{Cancelled, Context, Emitter, Host, Stage};
 pub use tensor::{DType, Device, Element, Tensor};
@@ -49,7 +49,7 @@ pub use serde_json;
 
 /// Everything a plugin usually needs.
 pub mod prelude {
-    pub use crate::abi::Role;
+    pub use crate::abi::{Outcome, Role};
     pub use crate::item::{Item, Meta, keys, kinds};
     pub use crate::stage::{Context, Emitter, Host, Stage};
     pub use crate::tensor::{DType, Device, Element, Tensor};

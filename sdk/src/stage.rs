@@ -5,8 +5,8 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
 use crate::abi::{
-    CallContext, EmitFn, HostContext, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARN, Role, Status,
-    StrRef,
+    CallContext, EmitFn, HostContext, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARN, Outcome, Role,
+    Status, StrRef,
 };
 use crate::item::{FfiItemBuf, Item};
 
@@ -173,6 +173,41 @@ impl Emitter {
             Status::Cancelled => Err(Cancelled.into()),
             s => anyhow::bail!("emit failed ({s:?})"),
         }
+    }
+
+    /// Sources: waits until one more item may be in flight (the stage's `max_in_flight`). Call
+    /// it before reading the next input so memory holds at most that many items; `emit` waits
+    /// anyway. Returns [`Cancelled`] when the run is stopping.
+    pub fn wait_ready(&mut self) -> Result<()> {
+        // SAFETY: valid callback per the ABI.
+        match unsafe { (self.raw.wait_ready)(self.raw.ctx) } {
+            Status::Ok => Ok(()),
+            _ => Err(Cancelled.into()),
+        }
+    }
+
+    /// Sources: the items emitted by this stage whose processing ended in every branch of the
+    /// pipeline since the last call (key and outcome). The host records completions from the
+    /// first call on, so call it once before emitting when you need them.
+    pub fn take_completed(&mut self) -> Vec<(String, Outcome)> {
+        unsafe extern "C" fn visit(v: *mut std::ffi::c_void, key: StrRef, outcome: u32) {
+            // SAFETY: `v` is the Vec passed below; the key is borrowed for the call.
+            let out = unsafe { &mut *(v as *mut Vec<(String, Outcome)>) };
+            out.push((
+                unsafe { key.as_str() }.to_string(),
+                Outcome::from_u32(outcome),
+            ));
+        }
+        let mut out: Vec<(String, Outcome)> = Vec::new();
+        // SAFETY: valid callback per the ABI; `out` outlives the call.
+        unsafe {
+            (self.raw.take_completed)(
+                self.raw.ctx,
+                &mut out as *mut Vec<(String, Outcome)> as *mut std::ffi::c_void,
+                visit,
+            )
+        };
+        out
     }
 
     /// Reports that one piece of work failed (e.g. one unreadable file of a folder) without

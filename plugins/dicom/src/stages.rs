@@ -259,6 +259,8 @@ impl Stage for DicomRead {
             if ctx.is_cancelled() {
                 break;
             }
+            // Decode only when the pipeline has room for one more volume (max_in_flight).
+            out.wait_ready()?;
             match self.load(ctx, p) {
                 Ok(item) => out.emit(item)?,
                 Err(e) => out.item_error(&p.series.id, &p.source, &e)?,

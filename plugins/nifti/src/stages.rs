@@ -168,6 +168,8 @@ impl Stage for NiftiRead {
             if ctx.is_cancelled() {
                 break;
             }
+            // Read only when the pipeline has room for one more volume (max_in_flight).
+            out.wait_ready()?;
             let key = path.display().to_string();
             match format::read_nifti(path)
                 .map_err(anyhow::Error::from)

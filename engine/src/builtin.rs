@@ -8,5 +8,6 @@ pub fn descriptors() -> Vec<*const PluginDescriptor> {
         mindscan_plugin_nifti::plugin_descriptor(),
         mindscan_plugin_imaging::plugin_descriptor(),
         mindscan_plugin_dicom::plugin_descriptor(),
+        mindscan_plugin_watch::plugin_descriptor(),
     ]
 }

@@ -97,6 +97,11 @@ pub struct PipelineFile {
     /// JSONL file for `on_error: dead_letter` records, relative to the working directory.
     #[serde(default)]
     pub dead_letter: Option<String>,
+    /// Folder where stages keep durable state (the watch source's journal), relative to the
+    /// working directory. Default: `.mindscan-state` inside the `out` folder of the first stage
+    /// that has one, else `.mindscan-state` in the working directory.
+    #[serde(default)]
+    pub state_dir: Option<String>,
     /// Stages in any order; edges come from each stage's `inputs`.
     pub stages: Vec<StageConfig>,
 }

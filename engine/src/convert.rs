@@ -116,6 +116,7 @@ pub fn pipeline(req: &Request) -> Result<PipelineFile> {
         seed: 0,
         plugins: vec![],
         dead_letter: Some(req.out.join("dead-letter.jsonl").display().to_string()),
+        state_dir: None,
         stages,
     })
 }

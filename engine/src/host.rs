@@ -19,6 +19,8 @@ use crate::registry::StageType;
 /// the context's address stays valid while any plugin can use it.
 pub struct HostServices {
     cancel: Arc<AtomicBool>,
+    /// Backs `ctx.state_dir`.
+    _state_dir: Box<str>,
     ctx: HostContext,
 }
 
@@ -27,17 +29,24 @@ unsafe impl Send for HostServices {}
 unsafe impl Sync for HostServices {}
 
 impl HostServices {
-    pub fn new(cancel: Arc<AtomicBool>, cuda_device: Option<i32>) -> Arc<HostServices> {
+    pub fn new(
+        cancel: Arc<AtomicBool>,
+        cuda_device: Option<i32>,
+        state_dir: &std::path::Path,
+    ) -> Arc<HostServices> {
         let data = Arc::as_ptr(&cancel) as *mut c_void;
+        let state_dir: Box<str> = state_dir.to_string_lossy().into();
         Arc::new(HostServices {
             cancel,
             ctx: HostContext {
+                state_dir: StrRef::new(&state_dir),
                 abi_version: ABI_VERSION,
                 data,
                 log: host_log,
                 is_cancelled: host_is_cancelled,
                 cuda_device: cuda_device.unwrap_or(-1),
             },
+            _state_dir: state_dir,
         })
     }
 

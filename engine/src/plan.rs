@@ -73,6 +73,8 @@ pub struct Plan {
     pub name: String,
     pub seed: u64,
     pub dead_letter: PathBuf,
+    /// Where stages keep durable state (see `PipelineFile::state_dir`).
+    pub state_dir: PathBuf,
     pub stages: Vec<PlannedStage>,
 }
 
@@ -402,8 +404,26 @@ pub fn build(
                 .clone()
                 .unwrap_or_else(|| format!("{}.dead-letter.jsonl", file.pipeline.value)),
         ),
+        state_dir: state_dir(file),
         stages,
     })
+}
+
+/// `state_dir` as given, else `.mindscan-state` in the first `out` folder of the pipeline.
+fn state_dir(file: &PipelineFile) -> PathBuf {
+    if let Some(d) = &file.state_dir {
+        return PathBuf::from(d);
+    }
+    file.stages
+        .iter()
+        .find_map(|st| {
+            st.params
+                .iter()
+                .find(|(k, _)| k.value == "out")
+                .and_then(|(_, v)| v.value.as_str().map(PathBuf::from))
+        })
+        .unwrap_or_default()
+        .join(".mindscan-state")
 }
 
 fn join_kinds(k: &BTreeSet<String>) -> String {

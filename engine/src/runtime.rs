@@ -375,7 +375,7 @@ fn call_failed(stage: &StageRt, run: &RunShared, e: CallError, env: Option<&Enve
 /// Runs `plan` to completion (or until cancelled / failed).
 pub fn run(plan: &Plan, opts: RunOptions) -> Result<RunReport> {
     let started = Instant::now();
-    let host = HostServices::new(opts.cancel.clone(), opts.cuda_device);
+    let host = HostServices::new(opts.cancel.clone(), opts.cuda_device, &plan.state_dir);
     let run = RunShared {
         pipeline: plan.name.clone(),
         cancel: opts.cancel.clone(),

@@ -180,6 +180,8 @@ pub struct HostContext {
     pub is_cancelled: unsafe extern "C" fn(data: *mut c_void) -> bool,
     /// CUDA device ordinal chosen by the host, or -1 when the run uses the CPU.
     pub cuda_device: i32,
+    /// Folder for durable state (journals); a stage keeps its own in `<state_dir>/<stage id>`.
+    pub state_dir: StrRef,
 }
 
 /// Per-call information.

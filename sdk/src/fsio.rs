@@ -108,3 +108,80 @@ mod linux {
         }
     }
 }
+
+/// Removes the temporary files (`.<name>.tmp-<pid>[-<n>]`) that processes which are no longer
+/// running left under `dir` (a crash or `kill -9` between writing and renaming). Files of live
+/// processes are kept. Returns how many were removed. Only Linux can tell a live process from a
+/// dead one here (`/proc`); elsewhere nothing is removed.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let mut removed = 0;
+    let Ok(rd) = fs::read_dir(dir) else {
+        return 0;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        match e.file_type() {
+            Ok(t) if t.is_dir() && !name.starts_with('.') => {
+                removed += remove_stale_temps(&e.path());
+            }
+            Ok(t) if t.is_file() => {
+                if let Some(pid) = temp_owner(&name)
+                    && !process_alive(pid)
+                    && fs::remove_file(e.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    removed
+}
+
+/// The pid in a name made by [`temp_path_for`] (or `.<name>.tmp-<pid>`).
+fn temp_owner(name: &str) -> Option<u32> {
+    if !name.starts_with('.') {
+        return None;
+    }
+    let tail = &name[name.rfind(".tmp-")? + 5..];
+    let pid = tail.split('-').next()?;
+    pid.parse().ok()
+}
+
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a");
+        fs::create_dir_all(&sub).unwrap();
+        // pid 4194304 is above Linux's pid_max: never a live process.
+        let stale = sub.join(".x.jpg.tmp-4194304-3");
+        let stale2 = dir.path().join(".t1.nii.gz.tmp-4194304");
+        let mine = temp_path_for(&dir.path().join("y.jpg")).unwrap();
+        let real = dir.path().join("z.tmp-1");
+        for p in [&stale, &stale2, &mine, &real] {
+            fs::write(p, b"x").unwrap();
+        }
+        let n = remove_stale_temps(dir.path());
+        if cfg!(target_os = "linux") {
+            assert_eq!(n, 2);
+            assert!(!stale.exists() && !stale2.exists());
+        }
+        assert!(mine.exists(), "a live process's temporary file is kept");
+        assert!(real.exists(), "not a temporary name");
+    }
+}

@@ -81,6 +81,13 @@ impl Host {
         unsafe { (c.is_cancelled)(c.data) }
     }
 
+    /// Folder for durable state given by the pipeline (`state_dir`); keep yours in
+    /// `state_dir().join(ctx.stage_id())`.
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        // SAFETY: the string lives as long as the context.
+        std::path::PathBuf::from(unsafe { self.ctx().state_dir.as_str() })
+    }
+
     /// CUDA device chosen by the host, if the run uses one.
     pub fn cuda_device(&self) -> Option<i32> {
         let d = self.ctx().cuda_device;

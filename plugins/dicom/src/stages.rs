@@ -54,10 +54,55 @@ fn default_name() -> String {
     "%p_%s".into()
 }
 
-struct Planned {
-    series: Series,
-    stem: String,
-    source: String,
+/// A series with the names its item will carry.
+pub struct Planned {
+    pub series: Series,
+    /// Output name (from the `name` template, made unique among the planned series).
+    pub stem: String,
+    /// The folder holding the series' files.
+    pub source: String,
+}
+
+/// Names scanned series: the `name` template, with `_2`, `_3`... for repeated names.
+pub fn plan_series(series: Vec<Series>, template: &str) -> Vec<Planned> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    series
+        .into_iter()
+        .map(|series| {
+            let base = series.output_name(template);
+            let n = seen.entry(base.clone()).or_insert(0);
+            *n += 1;
+            let stem = if *n == 1 { base } else { format!("{base}_{n}") };
+            let source = common_folder(&series).display().to_string();
+            Planned {
+                series,
+                stem,
+                source,
+            }
+        })
+        .collect()
+}
+
+/// Decodes a planned series into a `volume` item; `warn` receives the series' warnings.
+pub fn load_planned(
+    p: &Planned,
+    deid: &DeidOptions,
+    lenient: bool,
+    warn: &dyn Fn(&str),
+) -> Result<Item> {
+    let vol = if lenient {
+        let (vol, failures) = load_series_lenient(&p.series, deid)?;
+        for f in failures {
+            warn(&format!("series {}: {f}", p.stem));
+        }
+        vol
+    } else {
+        load_series_with(&p.series, deid)?
+    };
+    for w in &vol.warnings {
+        warn(&format!("series {}: {w}", p.stem));
+    }
+    Ok(volume_item(p, vol))
 }
 
 /// Reads DICOM series as volumes.
@@ -110,38 +155,11 @@ impl DicomRead {
             ));
         }
         // Same name for several series (e.g. split by echo): the 2nd gets `_2`, and so on.
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        rep.series
-            .into_iter()
-            .map(|series| {
-                let base = series.output_name(&self.name);
-                let n = seen.entry(base.clone()).or_insert(0);
-                *n += 1;
-                let stem = if *n == 1 { base } else { format!("{base}_{n}") };
-                let source = common_folder(&series).display().to_string();
-                Planned {
-                    series,
-                    stem,
-                    source,
-                }
-            })
-            .collect()
+        plan_series(rep.series, &self.name)
     }
 
     fn load(&self, ctx: &Context, p: &Planned) -> Result<Item> {
-        let vol = if self.lenient {
-            let (vol, failures) = load_series_lenient(&p.series, &self.deid)?;
-            for f in failures {
-                ctx.warn(&format!("series {}: {f}", p.stem));
-            }
-            vol
-        } else {
-            load_series_with(&p.series, &self.deid)?
-        };
-        for w in &vol.warnings {
-            ctx.warn(&format!("series {}: {w}", p.stem));
-        }
-        Ok(volume_item(p, vol))
+        load_planned(p, &self.deid, self.lenient, &|w| ctx.warn(w))
     }
 }
 

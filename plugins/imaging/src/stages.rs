@@ -461,6 +461,13 @@ pub struct WriteParams {
     /// Also write `{stem}_{plane}_sheet.png`, a grid of every slice of a volume.
     #[serde(default)]
     pub contact_sheet: bool,
+    /// Add to the manifests of earlier runs, one row per image as soon as it is written,
+    /// instead of writing new manifests at the end of the run. For long-running (watch)
+    /// pipelines: the manifests are complete at any moment and survive a crash. Rows of a
+    /// volume processed again after an interruption (`replay` in its metadata) replace the
+    /// rows written the first time.
+    #[serde(default)]
+    pub manifest_append: bool,
 }
 
 fn default_format() -> ImageFormat {
@@ -496,6 +503,9 @@ pub struct ImageWrite {
     template: NameTemplate,
     template_4d: NameTemplate,
     manifests: Mutex<Vec<ManifestWriter>>,
+    /// Replayed volumes whose old manifest rows were already removed in this run.
+    replaced_volumes: Mutex<std::collections::HashSet<String>>,
+    append: bool,
     sheets: Option<Mutex<HashMap<SheetKey, PendingSheet>>>,
 }
 
@@ -510,7 +520,7 @@ impl Stage for ImageWrite {
     const DESCRIPTION: &'static str =
         "Write images as JPG/PNG with a CSV/JSONL manifest and optional contact sheets";
 
-    fn new(p: WriteParams, _host: &Host) -> Result<Self> {
+    fn new(p: WriteParams, host: &Host) -> Result<Self> {
         if p.bit_depth != 8 && p.bit_depth != 16 {
             bail!("bit_depth must be 8 or 16");
         }
@@ -535,18 +545,30 @@ impl Stage for ImageWrite {
         let out = PathBuf::from(&p.out);
         std::fs::create_dir_all(&out)
             .with_context(|| format!("{}: cannot create output folder", out.display()))?;
+        // Temporaries of an earlier run that was killed before renaming them.
+        let stale = mindscan_sdk::fsio::remove_stale_temps(&out);
+        if stale > 0 {
+            host.log(
+                mindscan_sdk::abi::LOG_INFO,
+                Self::NAME,
+                &format!("removed {stale} temporary file(s) left by an interrupted run"),
+            );
+        }
+        let open = |name: &str, format| {
+            let path = out.join(name);
+            if p.manifest_append {
+                ManifestWriter::open_append(&path, format)
+            } else {
+                ManifestWriter::create(&path, format)
+            }
+            .with_context(|| format!("{}: cannot open the manifest", path.display()))
+        };
         let mut manifests = Vec::new();
         if matches!(p.manifest, ManifestKind::Csv | ManifestKind::Both) {
-            manifests.push(ManifestWriter::create(
-                &out.join("manifest.csv"),
-                ManifestFormat::Csv,
-            )?);
+            manifests.push(open("manifest.csv", ManifestFormat::Csv)?);
         }
         if matches!(p.manifest, ManifestKind::Jsonl | ManifestKind::Both) {
-            manifests.push(ManifestWriter::create(
-                &out.join("manifest.jsonl"),
-                ManifestFormat::Jsonl,
-            )?);
+            manifests.push(open("manifest.jsonl", ManifestFormat::Jsonl)?);
         }
         Ok(ImageWrite {
             out,
@@ -556,6 +578,8 @@ impl Stage for ImageWrite {
             template,
             template_4d,
             manifests: Mutex::new(manifests),
+            replaced_volumes: Mutex::new(Default::default()),
+            append: p.manifest_append,
             sheets: p.contact_sheet.then(|| Mutex::new(HashMap::new())),
         })
     }
@@ -633,9 +657,23 @@ impl Stage for ImageWrite {
             window_lo: window.lo,
             window_hi: window.hi,
             seed: Some(ctx.seed()),
+            volume: m.str("volume_key").unwrap_or(item.key()).to_string(),
         };
         {
             let mut ms = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
+            // A volume processed again after an interruption: its rows from the first attempt
+            // go before the first new one is added (under the same lock).
+            if self.append && m.get::<bool>("replay").unwrap_or(false) {
+                let mut replaced = self
+                    .replaced_volumes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if replaced.insert(row.volume.clone()) {
+                    for w in ms.iter_mut() {
+                        w.remove_volume(&row.volume)?;
+                    }
+                }
+            }
             for w in ms.iter_mut() {
                 w.append(&row)?;
             }

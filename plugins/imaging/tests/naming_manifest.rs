@@ -117,6 +117,7 @@ fn row(i: usize) -> ManifestRow {
         window_lo: -12.5,
         window_hi: 1e6 + 0.25,
         seed: (i == 1).then_some(42),
+        volume: format!("vol,{i}"),
     }
 }
 
@@ -187,7 +188,7 @@ fn csv_manifest_parses_back() {
     );
     for (i, r) in rows[1..].iter().enumerate() {
         let e = row(i);
-        assert_eq!(r.len(), 12);
+        assert_eq!(r.len(), 13);
         assert_eq!(r[0], e.path);
         assert_eq!(r[1], e.source);
         assert_eq!(r[3].parse::<usize>().unwrap(), i);
@@ -200,6 +201,7 @@ fn csv_manifest_parses_back() {
         );
         assert_eq!(r[10].parse::<f64>().unwrap(), e.window_hi);
         assert_eq!(r[11], if i == 1 { "42" } else { "" });
+        assert_eq!(r[12], e.volume);
     }
 }
 

@@ -294,7 +294,7 @@ impl Stage for NiftiWrite {
     const DESCRIPTION: &'static str =
         "Write volumes as NIfTI-1 (.nii or .nii.gz), affine and codes kept";
 
-    fn new(params: WriteParams, _host: &Host) -> Result<Self> {
+    fn new(params: WriteParams, host: &Host) -> Result<Self> {
         if !(1..=9).contains(&params.gzip_level) {
             bail!("gzip_level must be 1..9");
         }
@@ -303,10 +303,17 @@ impl Stage for NiftiWrite {
                 bail!("unknown token {{{tok}}} in name (known: {{stem}}, {{series}}, {{key}})");
             }
         }
-        Ok(NiftiWrite {
-            out: PathBuf::from(&params.out),
-            params,
-        })
+        let out = PathBuf::from(&params.out);
+        // Temporaries of an earlier run that was killed before renaming them.
+        let stale = mindscan_sdk::fsio::remove_stale_temps(&out);
+        if stale > 0 {
+            host.log(
+                mindscan_sdk::abi::LOG_INFO,
+                Self::NAME,
+                &format!("removed {stale} temporary file(s) left by an interrupted run"),
+            );
+        }
+        Ok(NiftiWrite { out, params })
     }
 
     fn process(&self, _ctx: &Context, item: Item, _out: &mut Emitter) -> Result<()> {

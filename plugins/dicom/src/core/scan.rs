@@ -175,6 +175,29 @@ fn read_header(path: &Path) -> Outcome {
     Outcome::Ok(Box::new(h))
 }
 
+/// What one file holds, from its header alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileIdentity {
+    /// An image instance: its SeriesInstanceUID and SOPInstanceUID (as stored, not hashed).
+    Instance { series_uid: String, sop_uid: String },
+    /// Not DICOM, or DICOM without an image (DICOMDIR, structured report...): the reason.
+    NotImage(String),
+}
+
+/// Reads one file's header (stopping before Pixel Data) to tell whether it is a complete,
+/// readable DICOM image and which series it belongs to. Uncompressed files shorter than the
+/// pixel data their header announces are errors (a copy still in progress, or truncated).
+pub fn identify(path: &Path) -> Result<FileIdentity, DicomError> {
+    match read_header(path) {
+        Outcome::Ok(h) => Ok(FileIdentity::Instance {
+            series_uid: h.meta.series_uid.clone(),
+            sop_uid: h.sop_uid.clone(),
+        }),
+        Outcome::Skip(reason) => Ok(FileIdentity::NotImage(reason)),
+        Outcome::Err(e) => Err(e),
+    }
+}
+
 /// One frame with its file header, before grouping.
 #[derive(Clone)]
 struct Entry {

@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use super::fsio::temp_path_for;
 
 /// Manifest columns, in order.
-pub const COLUMNS: [&str; 12] = [
+pub const COLUMNS: [&str; 13] = [
     "path",
     "source",
     "plane",
@@ -29,6 +29,7 @@ pub const COLUMNS: [&str; 12] = [
     "window_lo",
     "window_hi",
     "seed",
+    "volume",
 ];
 
 /// Manifest file format.
@@ -67,6 +68,9 @@ pub struct ManifestRow {
     pub window_lo: f64,
     pub window_hi: f64,
     pub seed: Option<u64>,
+    /// Key of the volume the image was cut from (unique per source item).
+    #[serde(default)]
+    pub volume: String,
 }
 
 /// Streaming manifest writer; see the module docs.
@@ -77,6 +81,8 @@ pub struct ManifestWriter {
     out: Option<BufWriter<fs::File>>,
     format: ManifestFormat,
     rows: u64,
+    /// Appending in place to the final file (see [`ManifestWriter::open_append`]).
+    live: Option<fs::File>,
 }
 
 fn csv_field(out: &mut String, s: &str) {
@@ -91,7 +97,7 @@ fn csv_field(out: &mut String, s: &str) {
 
 fn csv_line(row: &ManifestRow) -> String {
     let opt = |v: Option<String>| v.unwrap_or_default();
-    let fields: [String; 12] = [
+    let fields: [String; 13] = [
         row.path.clone(),
         row.source.clone(),
         row.plane.clone(),
@@ -104,6 +110,7 @@ fn csv_line(row: &ManifestRow) -> String {
         row.window_lo.to_string(),
         row.window_hi.to_string(),
         opt(row.seed.map(|s| s.to_string())),
+        row.volume.clone(),
     ];
     let mut line = String::with_capacity(128);
     for (i, f) in fields.iter().enumerate() {
@@ -131,12 +138,78 @@ impl ManifestWriter {
             out: Some(BufWriter::new(file)),
             format,
             rows: 0,
+            live: None,
         };
         if format == ManifestFormat::Csv {
             let header = COLUMNS.join(",") + "\n";
             w.writer()?.write_all(header.as_bytes())?;
         }
         Ok(w)
+    }
+
+    /// Opens `path` to add rows in place, keeping those of earlier runs: each row is one
+    /// `write` on an `O_APPEND` file, so the manifest is complete at every moment and a crash
+    /// can only leave a torn last line, which is cut here on the next open. Creates the file
+    /// (with the CSV header) when missing.
+    pub fn open_append(path: &Path, format: ManifestFormat) -> io::Result<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)?;
+        }
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        cut_torn_tail(&mut file)?;
+        if file.metadata()?.len() == 0 && format == ManifestFormat::Csv {
+            file.write_all((COLUMNS.join(",") + "\n").as_bytes())?;
+        }
+        drop(file);
+        let live = fs::OpenOptions::new().append(true).open(path)?;
+        Ok(ManifestWriter {
+            final_path: path.to_path_buf(),
+            tmp_path: PathBuf::new(),
+            out: None,
+            format,
+            rows: 0,
+            live: Some(live),
+        })
+    }
+
+    /// Appending mode: removes every row whose `volume` is `volume` (rows an interrupted run
+    /// wrote for a volume that is now processed again). Rewrites the file under a temporary
+    /// name, then renames it, streaming (memory does not grow with the manifest).
+    pub fn remove_volume(&mut self, volume: &str) -> io::Result<usize> {
+        use std::io::BufRead;
+        if self.live.is_none() {
+            return Err(io::Error::other("remove_volume needs a manifest opened for appending"));
+        }
+        let tmp = temp_path_for(&self.final_path)?;
+        let mut removed = 0;
+        let result = (|| {
+            let input = io::BufReader::new(fs::File::open(&self.final_path)?);
+            let mut outw = BufWriter::new(fs::File::create(&tmp)?);
+            for (i, line) in input.lines().enumerate() {
+                let line = line?;
+                let is_header = i == 0 && self.format == ManifestFormat::Csv;
+                if !is_header && row_volume(self.format, &line).as_deref() == Some(volume) {
+                    removed += 1;
+                    continue;
+                }
+                outw.write_all(line.as_bytes())?;
+                outw.write_all(b"\n")?;
+            }
+            let f = outw.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &self.final_path)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.live = Some(fs::OpenOptions::new().append(true).open(&self.final_path)?);
+        Ok(removed)
     }
 
     fn writer(&mut self) -> io::Result<&mut BufWriter<fs::File>> {
@@ -165,13 +238,21 @@ impl ManifestWriter {
                 s
             }
         };
-        self.writer()?.write_all(line.as_bytes())?;
+        match &mut self.live {
+            // One write per row: appends never interleave half rows.
+            Some(f) => f.write_all(line.as_bytes())?,
+            None => self.writer()?.write_all(line.as_bytes())?,
+        }
         self.rows += 1;
         Ok(())
     }
 
     /// Flushes, closes and renames the manifest to its final name.
     pub fn finish(mut self) -> io::Result<PathBuf> {
+        if let Some(f) = self.live.take() {
+            f.sync_all()?;
+            return Ok(self.final_path.clone());
+        }
         let out = self
             .out
             .take()
@@ -192,6 +273,60 @@ impl Drop for ManifestWriter {
     }
 }
 
+/// Cuts a last line without its newline (a row being written when the process died).
+fn cut_torn_tail(file: &mut fs::File) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    // Rows are short: look back at most 64 KiB for the last newline.
+    let back = len.min(64 << 10);
+    file.seek(SeekFrom::Start(len - back))?;
+    let mut tail = Vec::with_capacity(back as usize);
+    file.read_to_end(&mut tail)?;
+    if tail.last() == Some(&b'\n') {
+        return Ok(());
+    }
+    let keep = match tail.iter().rposition(|&b| b == b'\n') {
+        Some(i) => len - back + i as u64 + 1,
+        None if back == len => 0,
+        None => return Err(io::Error::other("manifest has a last line over 64 KiB")),
+    };
+    file.set_len(keep)
+}
+
+/// The `volume` of one manifest line (the last CSV field, or the JSON field).
+fn row_volume(format: ManifestFormat, line: &str) -> Option<String> {
+    match format {
+        ManifestFormat::Jsonl => serde_json::from_str::<ManifestRow>(line)
+            .ok()
+            .map(|r| r.volume),
+        ManifestFormat::Csv => csv_fields(line).into_iter().nth(COLUMNS.len() - 1),
+    }
+}
+
+/// Splits one CSV line as [`csv_line`] writes it (quotes around fields with `,` or `"`).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut cur)),
+            (c, _) => cur.push(c),
+        }
+    }
+    fields.push(cur);
+    fields
+}
+
 /// `file` relative to `dir` with `/` separators, when `file` is inside `dir`
 /// (both taken lexically, as given).
 pub fn relative_path(dir: &Path, file: &Path) -> Option<String> {
@@ -205,4 +340,67 @@ pub fn relative_path(dir: &Path, file: &Path) -> Option<String> {
         }
     }
     (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(path: &str, volume: &str) -> ManifestRow {
+        ManifestRow {
+            path: path.into(),
+            source: "/in".into(),
+            volume: volume.into(),
+            plane: "axial".into(),
+            index: 1,
+            frame: Some(0),
+            rows: 2,
+            cols: 2,
+            spacing_row: 1.0,
+            spacing_col: 1.0,
+            window_lo: 0.0,
+            window_hi: 1.0,
+            seed: Some(7),
+        }
+    }
+
+    #[test]
+    fn appending_keeps_earlier_rows_cuts_a_torn_line_and_replaces_a_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, format) in [
+            ("m.csv", ManifestFormat::Csv),
+            ("m.jsonl", ManifestFormat::Jsonl),
+        ] {
+            let path = dir.path().join(name);
+            let mut w = ManifestWriter::open_append(&path, format).unwrap();
+            w.append(&row("a/1.jpg", "/in/a, \"x\"")).unwrap();
+            w.append(&row("b/1.jpg", "/in/b")).unwrap();
+            drop(w);
+            // A crash in the middle of a row.
+            let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+            f.write_all(b"c/1.jpg,/in/c,ax").unwrap();
+            drop(f);
+
+            let mut w = ManifestWriter::open_append(&path, format).unwrap();
+            let removed = w.remove_volume("/in/a, \"x\"").unwrap();
+            assert_eq!(removed, 1, "{name}");
+            w.append(&row("a/1.jpg", "/in/a, \"x\"")).unwrap();
+            w.finish().unwrap();
+
+            let text = fs::read_to_string(&path).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            let header = usize::from(format == ManifestFormat::Csv);
+            assert_eq!(lines.len(), header + 2, "{name}: {text}");
+            assert!(text.ends_with('\n'));
+            assert!(!text.contains("c/1.jpg"), "{name}: torn line kept");
+            assert_eq!(
+                lines[header..]
+                    .iter()
+                    .filter(|l| row_volume(format, l).as_deref() == Some("/in/a, \"x\""))
+                    .count(),
+                1,
+                "{name}"
+            );
+        }
+    }
 }

@@ -1,0 +1,10 @@
+//! Continuous ingestion: the `watch.folder` source, which turns files arriving in folders
+//! (a scanner's or PACS's export) into one item per stable series, exactly once, with a
+//! durable SQLite journal.
+
+pub mod discover;
+pub mod duration;
+pub mod journal;
+pub mod stage;
+
+mindscan_sdk::plugin!(name: "watch", stages: [stage::WatchFolder]);

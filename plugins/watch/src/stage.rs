@@ -1,0 +1,852 @@
+//! The `watch.folder` source: files arriving in folders → one `volume` item per stable DICOM
+//! series or settled NIfTI file, exactly once across crashes.
+//!
+//! Life of a file: seen (catch-up walk, a `notify` event, or a poll) → *candidate* until its size
+//! and mtime have not changed for `settle` → *taken*: recorded in the journal as a DICOM instance
+//! (header parsed), a NIfTI volume, a duplicate, a non-image or a rejected file. Life of a DICOM
+//! series: instances collect until none has arrived for `stable_age` → the journal records the
+//! version as `emitted` → the series is decoded and emitted → when every stage downstream has
+//! handled it (the host's completion report), the journal records `done` (or `failed`).
+//!
+//! After a crash, `emitted` versions are emitted again with `replay: true` in their metadata
+//! (sinks then replace what a previous attempt may have written), collecting series resume
+//! from the journal, and the catch-up walk picks up whatever arrived meanwhile.
+//!
+//! Late instances (a new SOPInstanceUID for a series already emitted) follow
+//! `late_instances`: `new_version` (default) emits the whole series again, as version 2, 3...
+//! under the name `<stem>_v2`, leaving the earlier outputs as they are; `ignore` records and
+//! reports them and emits nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mindscan_plugin_dicom::core::{DeidOptions, FileIdentity, PHI_KEYWORDS, hash_uid, identify, scan};
+use mindscan_plugin_dicom::stages::{load_planned, plan_series};
+use mindscan_plugin_nifti::format::read_nifti;
+use mindscan_sdk::Cancelled;
+use mindscan_sdk::prelude::*;
+
+use crate::discover::{EventSource, Seen, age, file_stamp, is_ignored, walk};
+use crate::duration::Span;
+use crate::journal::{FileKind, FileRow, Journal, SeriesState};
+
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LateRule {
+    /// Emit the whole series again as a new version (`<stem>_v2`...), with a warning.
+    #[default]
+    NewVersion,
+    /// Record and report the late instance; emit nothing.
+    Ignore,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WatchParams {
+    /// Folders to watch, recursively (created if missing).
+    pub paths: Vec<String>,
+    /// A file is taken once its size and mtime have not changed for this long.
+    #[serde(default = "default_settle")]
+    pub settle: Span,
+    /// A DICOM series is emitted once no new instance has arrived for this long (Orthanc's
+    /// StableAge).
+    #[serde(default = "default_stable_age")]
+    pub stable_age: Span,
+    /// Also walk the folders at this interval, for network shares where file-system events do
+    /// not arrive (e.g. `5s`). Without it, events only (plus a walk when events were lost).
+    pub poll: Option<Span>,
+    /// New instances of a series already emitted: `new_version` or `ignore`.
+    #[serde(default)]
+    pub late_instances: LateRule,
+    /// Process what is in the folders now (the catch-up scan), then stop, instead of watching.
+    #[serde(default)]
+    pub once: bool,
+    /// Output name template, as for `dicom.read` (`%p` protocol, `%s` series number, ...).
+    /// Names are made unique across series with `_2`, `_3`... using the journal.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// De-identified DICOM attributes to keep in the sidecar (as for `dicom.read`).
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+    /// Zero-fill undecodable slices instead of failing the series (as for `dicom.read`).
+    #[serde(default)]
+    pub lenient: bool,
+    /// Also take NIfTI volumes (`.nii`, `.nii.gz`).
+    #[serde(default = "yes")]
+    pub nifti: bool,
+}
+
+fn default_settle() -> Span {
+    Span(Duration::from_secs(2))
+}
+fn default_stable_age() -> Span {
+    Span(Duration::from_secs(60))
+}
+fn default_name() -> String {
+    "%p_%s".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// Watches folders for DICOM series and NIfTI volumes; see the module docs.
+pub struct WatchFolder {
+    roots: Vec<PathBuf>,
+    settle: Duration,
+    stable_age: Duration,
+    poll: Option<Duration>,
+    late: LateRule,
+    once: bool,
+    name: String,
+    deid: DeidOptions,
+    lenient: bool,
+    nifti: bool,
+}
+
+impl Stage for WatchFolder {
+    type Params = WatchParams;
+    const NAME: &'static str = "watch.folder";
+    const ROLE: Role = Role::Source;
+    const INPUTS: &'static [&'static str] = &[];
+    const OUTPUTS: &'static [&'static str] = &[kinds::VOLUME];
+    const DESCRIPTION: &'static str = "Watch folders for DICOM series and NIfTI volumes; emit each \
+         stable series once, with a crash-safe journal (exactly-once with the host's completions)";
+
+    fn new(p: WatchParams, _host: &Host) -> Result<Self> {
+        if p.paths.is_empty() {
+            bail!("paths is empty: give the folders to watch");
+        }
+        for k in &p.keep_tags {
+            if !PHI_KEYWORDS.contains(&k.as_str()) {
+                bail!(
+                    "keep_tags: unknown keyword '{k}' (known: {})",
+                    PHI_KEYWORDS.join(", ")
+                );
+            }
+        }
+        if p.poll.is_some_and(|s| s.0 < Duration::from_millis(100)) {
+            bail!("poll must be at least 100ms");
+        }
+        let mut roots = Vec::new();
+        for s in &p.paths {
+            let r = PathBuf::from(s);
+            std::fs::create_dir_all(&r)
+                .with_context(|| format!("{}: cannot create the watched folder", r.display()))?;
+            // Events carry absolute paths: compare like with like.
+            roots.push(r.canonicalize().unwrap_or(r));
+        }
+        Ok(WatchFolder {
+            roots,
+            settle: p.settle.0,
+            stable_age: p.stable_age.0,
+            poll: p.poll.map(|s| s.0),
+            late: p.late_instances,
+            once: p.once,
+            name: p.name,
+            deid: DeidOptions::keeping(p.keep_tags),
+            lenient: p.lenient,
+            nifti: p.nifti,
+        })
+    }
+
+    fn produce(&self, ctx: &Context, out: &mut Emitter) -> Result<()> {
+        if ctx.worker_index() > 0 {
+            return Ok(()); // one watcher per stage; decoding is parallel inside a series
+        }
+        let state = ctx.host().state_dir().join(ctx.stage_id());
+        let state = absolute(&state);
+        let journal = Journal::open(&state)?;
+        let mut w = Watcher {
+            cfg: self,
+            ctx,
+            journal,
+            state,
+            candidates: HashMap::new(),
+            collecting: HashMap::new(),
+            flights: HashMap::new(),
+            keys: HashMap::new(),
+            stats: Stats::default(),
+        };
+        // Completions are recorded from the first call on: ask before emitting anything.
+        let _ = out.take_completed();
+        let result = w.run(out);
+        w.drain(out);
+        w.summary();
+        match result {
+            Err(e) if !e.is::<Cancelled>() => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+fn is_nifti_name(p: &Path) -> bool {
+    let n = p.to_string_lossy().to_ascii_lowercase();
+    n.ends_with(".nii") || n.ends_with(".nii.gz")
+}
+
+/// A file seen but not yet settled.
+struct Candidate {
+    size: u64,
+    mtime: i64,
+    since: Instant,
+    catch_up: bool,
+}
+
+/// A DICOM series whose instances are still arriving.
+struct Collecting {
+    sops: HashSet<String>,
+    last_new: Instant,
+    version: u32,
+}
+
+/// An emitted series version waiting for its completions.
+struct Flight {
+    series: String,
+    version: u32,
+    stem: String,
+    remaining: usize,
+    outcome: Outcome,
+}
+
+#[derive(Default)]
+struct Stats {
+    done: u64,
+    failed: u64,
+    replayed: u64,
+    duplicates: u64,
+    rejected: u64,
+}
+
+struct Watcher<'a> {
+    cfg: &'a WatchFolder,
+    ctx: &'a Context<'a>,
+    journal: Journal,
+    /// This stage's state folder (never watched).
+    state: PathBuf,
+    candidates: HashMap<PathBuf, Candidate>,
+    collecting: HashMap<String, Collecting>,
+    /// Keyed by `series#version`.
+    flights: HashMap<String, Flight>,
+    /// Item key → flight id.
+    keys: HashMap<String, String>,
+    stats: Stats,
+}
+
+fn flight_id(series: &str, version: u32) -> String {
+    format!("{series}#{version}")
+}
+
+/// `now - d`, or `now` when the clock cannot go back that far.
+fn ago(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(d).unwrap_or(now)
+}
+
+impl Watcher<'_> {
+    fn run(&mut self, out: &mut Emitter) -> Result<()> {
+        self.recover(out)?;
+        self.walk_all(true)?;
+        let events = if self.cfg.once {
+            None
+        } else {
+            match EventSource::start(&self.cfg.roots) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    self.ctx.warn(&format!(
+                        "file-system events unavailable ({e}); polling every 5s instead"
+                    ));
+                    None
+                }
+            }
+        };
+        let poll = self
+            .cfg
+            .poll
+            .or((events.is_none() && !self.cfg.once).then_some(Duration::from_secs(5)));
+        let tick = (self.cfg.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+        let folders: Vec<String> = self.cfg.roots.iter().map(|r| r.display().to_string()).collect();
+        self.ctx.info(&format!(
+            "{} {} (settle {:?}, stable_age {:?}); journal {}",
+            if self.cfg.once { "catching up on" } else { "watching" },
+            folders.join(", "),
+            self.cfg.settle,
+            self.cfg.stable_age,
+            self.journal.path().display()
+        ));
+        let mut last_poll = Instant::now();
+        loop {
+            if self.ctx.is_cancelled() {
+                return Ok(());
+            }
+            match &events {
+                Some(ev) => {
+                    for s in ev.drain(tick, 100_000) {
+                        match s {
+                            Seen::Path(p) => self.consider(&p, false)?,
+                            Seen::Rescan => self.walk_all(false)?,
+                        }
+                    }
+                }
+                None => std::thread::sleep(tick),
+            }
+            if let Some(p) = poll
+                && last_poll.elapsed() >= p
+            {
+                self.walk_all(false)?;
+                last_poll = Instant::now();
+            }
+            self.settle_pass(out)?;
+            self.stable_pass(out)?;
+            self.completions(out)?;
+            if self.cfg.once
+                && self.candidates.is_empty()
+                && self.collecting.is_empty()
+                && self.flights.is_empty()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Re-emits versions a previous run emitted but did not finish; resumes collecting series.
+    fn recover(&mut self, out: &mut Emitter) -> Result<()> {
+        for row in self.journal.unfinished()? {
+            self.ctx.info(&format!(
+                "replaying {} (version {}): a previous run stopped before every output was written",
+                row.stem, row.version
+            ));
+            self.stats.replayed += 1;
+            if row.kind == "nifti" {
+                let files = self.journal.files_of(&row.series, Some(row.version))?;
+                match files.first() {
+                    Some(p) => self.emit_nifti(p, row.version, Some(row.stem.clone()), true, out)?,
+                    None => self.journal.mark_finished(
+                        &row.series,
+                        row.version,
+                        SeriesState::Failed,
+                        Some("no file recorded"),
+                    )?,
+                }
+            } else {
+                self.emit_dicom(&row.series, row.version, Some(row.stem), true, out)?;
+            }
+        }
+        for (series, _path, sop, mtime) in self.journal.collecting()? {
+            let version = self.next_version(&series)?;
+            let stable_age = self.cfg.stable_age;
+            let c = self.collecting.entry(series).or_insert_with(|| Collecting {
+                sops: HashSet::new(),
+                last_new: ago(stable_age),
+                version,
+            });
+            c.sops.insert(sop);
+            c.last_new = c.last_new.max(ago(age(mtime).min(stable_age)));
+        }
+        Ok(())
+    }
+
+    fn next_version(&self, series: &str) -> Result<u32> {
+        Ok(self.journal.latest(series)?.map_or(1, |r| r.version + 1))
+    }
+
+    fn walk_all(&mut self, catch_up: bool) -> Result<()> {
+        let mut files = Vec::new();
+        for r in &self.cfg.roots {
+            walk(r, r, &self.state, &mut files);
+        }
+        for f in files {
+            self.consider(&f, catch_up)?;
+        }
+        Ok(())
+    }
+
+    /// Looks at one path (from a walk or an event).
+    fn consider(&mut self, path: &Path, catch_up: bool) -> Result<()> {
+        let Some(root) = self.cfg.roots.iter().find(|r| path.starts_with(r)) else {
+            return Ok(());
+        };
+        if path.starts_with(&self.state) || is_ignored(root, path) {
+            return Ok(());
+        }
+        if path.is_dir() {
+            // A folder moved in at once: one event for the folder, none for its files.
+            let mut files = Vec::new();
+            walk(root, path, &self.state, &mut files);
+            for f in files {
+                self.consider(&f, catch_up)?;
+            }
+            return Ok(());
+        }
+        let Some((size, mtime)) = file_stamp(path) else {
+            self.candidates.remove(path);
+            return Ok(());
+        };
+        if let Some(c) = self.candidates.get_mut(path) {
+            if (c.size, c.mtime) != (size, mtime) {
+                (c.size, c.mtime, c.since) = (size, mtime, Instant::now());
+            }
+            return Ok(());
+        }
+        if self
+            .journal
+            .known(&path.to_string_lossy(), size, mtime)?
+        {
+            return Ok(());
+        }
+        // Not modified for `settle` already (e.g. present before start-up): settled now.
+        let since = if age(mtime) >= self.cfg.settle {
+            ago(self.cfg.settle)
+        } else {
+            Instant::now()
+        };
+        self.candidates.insert(
+            path.to_path_buf(),
+            Candidate {
+                size,
+                mtime,
+                since,
+                catch_up,
+            },
+        );
+        Ok(())
+    }
+
+    /// Takes the candidates that have settled.
+    fn settle_pass(&mut self, out: &mut Emitter) -> Result<()> {
+        let now = Instant::now();
+        let mut settled = Vec::new();
+        let mut gone = Vec::new();
+        for (p, c) in self.candidates.iter_mut() {
+            match file_stamp(p) {
+                None => gone.push(p.clone()),
+                Some(st) if st != (c.size, c.mtime) => {
+                    (c.size, c.mtime, c.since) = (st.0, st.1, now);
+                }
+                Some(_) if now.duration_since(c.since) >= self.cfg.settle => {
+                    settled.push(p.clone())
+                }
+                Some(_) => {}
+            }
+        }
+        for p in gone {
+            self.candidates.remove(&p);
+        }
+        if settled.is_empty() {
+            return Ok(());
+        }
+        settled.sort();
+        let mut rows = Vec::new();
+        let mut niftis = Vec::new();
+        let mut rejected = Vec::new();
+        for p in settled {
+            let c = self.candidates.remove(&p).expect("listed above");
+            let path = p.to_string_lossy().to_string();
+            let mut row = FileRow {
+                path: path.clone(),
+                size: c.size,
+                mtime_ns: c.mtime,
+                kind: FileKind::NotImage,
+                series: None,
+                sop: None,
+                note: None,
+            };
+            if is_nifti_name(&p) {
+                if self.cfg.nifti {
+                    row.kind = FileKind::Nifti;
+                    row.series = Some(format!("nifti:{path}"));
+                    niftis.push(p);
+                }
+                rows.push(row);
+                continue;
+            }
+            match identify(&p) {
+                Ok(FileIdentity::Instance {
+                    series_uid,
+                    sop_uid,
+                }) => {
+                    let series = hash_uid(&series_uid, "");
+                    let sop = hash_uid(&sop_uid, "");
+                    row.series = Some(series.clone());
+                    row.sop = Some(sop.clone());
+                    row.kind = self.take_instance(&p, &series, &sop, c.mtime, c.catch_up)?;
+                }
+                Ok(FileIdentity::NotImage(reason)) => {
+                    self.ctx.debug(&format!("not taken: {}: {reason}", p.display()));
+                    row.note = Some(reason);
+                }
+                Err(e) => {
+                    row.kind = FileKind::Rejected;
+                    row.note = Some(e.to_string());
+                    rejected.push((path.clone(), anyhow!("{e}")));
+                }
+            }
+            rows.push(row);
+        }
+        // Recorded before anything is emitted or reported, so a crash never takes a file twice.
+        self.journal.record_files(&rows)?;
+        for (path, e) in rejected {
+            self.stats.rejected += 1;
+            out.item_error(&path, &path, &e.context("rejected file"))?;
+        }
+        for p in niftis {
+            let version = self.next_version(&format!("nifti:{}", p.to_string_lossy()))?;
+            self.emit_nifti(&p, version, None, false, out)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a DICOM instance to its series; returns how the file is recorded.
+    fn take_instance(
+        &mut self,
+        path: &Path,
+        series: &str,
+        sop: &str,
+        mtime: i64,
+        catch_up: bool,
+    ) -> Result<FileKind> {
+        let arrived = if catch_up {
+            ago(age(mtime).min(self.cfg.stable_age))
+        } else {
+            Instant::now()
+        };
+        if let Some(c) = self.collecting.get_mut(series) {
+            if !c.sops.insert(sop.to_string()) {
+                return Ok(self.duplicate(path));
+            }
+            c.last_new = c.last_new.max(arrived);
+            return Ok(FileKind::Dicom);
+        }
+        if self.journal.has_instance(series, sop)? {
+            return Ok(self.duplicate(path));
+        }
+        let version = self.next_version(series)?;
+        if version > 1 {
+            let stem = self.journal.latest(series)?.map(|r| r.stem).unwrap_or_default();
+            match self.cfg.late {
+                LateRule::Ignore => {
+                    self.ctx.warn(&format!(
+                        "late instance {} for series {stem}, already emitted: ignored (late_instances: ignore)",
+                        path.display()
+                    ));
+                    return Ok(FileKind::LateIgnored);
+                }
+                LateRule::NewVersion => self.ctx.warn(&format!(
+                    "late instance {} for series {stem}, already emitted: the series will be emitted again as version {version}",
+                    path.display()
+                )),
+            }
+        }
+        let mut sops = HashSet::new();
+        sops.insert(sop.to_string());
+        self.collecting.insert(
+            series.to_string(),
+            Collecting {
+                sops,
+                last_new: arrived,
+                version,
+            },
+        );
+        Ok(FileKind::Dicom)
+    }
+
+    fn duplicate(&mut self, path: &Path) -> FileKind {
+        self.stats.duplicates += 1;
+        self.ctx.info(&format!(
+            "duplicate copy of an instance already taken (same SOPInstanceUID), dropped: {}",
+            path.display()
+        ));
+        FileKind::Duplicate
+    }
+
+    /// Emits the series that have been quiet for `stable_age`.
+    fn stable_pass(&mut self, out: &mut Emitter) -> Result<()> {
+        let ready: Vec<String> = self
+            .collecting
+            .iter()
+            .filter(|(_, c)| c.last_new.elapsed() >= self.cfg.stable_age)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for series in ready {
+            let c = self.collecting.remove(&series).expect("listed above");
+            self.emit_dicom(&series, c.version, None, false, out)?;
+        }
+        Ok(())
+    }
+
+    /// A name no other series in the journal uses: `base`, `base_2`, ...; `stem_v2`... for
+    /// later versions of a series.
+    fn unique_stem(&self, series: &str, version: u32, base: &str) -> Result<String> {
+        if version > 1
+            && let Some(first) = self.journal.stem_of(series, 1)?
+        {
+            return Ok(format!("{first}_v{version}"));
+        }
+        let mut stem = base.to_string();
+        let mut n = 1;
+        while self.journal.stem_taken(&stem, series)? {
+            n += 1;
+            stem = format!("{base}_{n}");
+        }
+        Ok(stem)
+    }
+
+    fn emit_dicom(
+        &mut self,
+        series: &str,
+        version: u32,
+        stem: Option<String>,
+        replay: bool,
+        out: &mut Emitter,
+    ) -> Result<()> {
+        let listed = if replay {
+            self.journal.files_of(series, Some(version))?
+        } else {
+            self.journal.files_of(series, None)?
+        };
+        let files: Vec<PathBuf> = listed
+            .into_iter()
+            .filter(|p| {
+                let ok = p.is_file();
+                if !ok {
+                    self.ctx
+                        .warn(&format!("{} vanished before its series was read", p.display()));
+                }
+                ok
+            })
+            .collect();
+        // Decode only when the pipeline has room for one more series.
+        out.wait_ready()?;
+        let rep = scan(&files);
+        for e in &rep.errors {
+            self.ctx.warn(&e.to_string());
+        }
+        let mut planned = plan_series(rep.series, &self.cfg.name);
+        let stem = match stem {
+            Some(s) => s,
+            None => {
+                let base = planned.first().map_or("series", |p| p.stem.as_str());
+                self.unique_stem(series, version, base)?
+            }
+        };
+        for (i, p) in planned.iter_mut().enumerate() {
+            p.stem = if i == 0 {
+                stem.clone()
+            } else {
+                format!("{stem}_{}", i + 1)
+            };
+        }
+        self.journal
+            .mark_emitted(series, version, "dicom", &stem, files.len())?;
+        if planned.is_empty() {
+            self.journal.mark_finished(
+                series,
+                version,
+                SeriesState::Failed,
+                Some("no readable image"),
+            )?;
+            self.stats.failed += 1;
+            let source = files
+                .first()
+                .and_then(|p| p.parent())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            return out.item_error(&stem, &source, &anyhow!("series {stem}: no readable image"));
+        }
+        let fid = flight_id(series, version);
+        self.flights.insert(
+            fid.clone(),
+            Flight {
+                series: series.to_string(),
+                version,
+                stem: stem.clone(),
+                remaining: planned.len(),
+                outcome: Outcome::Done,
+            },
+        );
+        for p in &planned {
+            let key = if version > 1 {
+                format!("{}.v{version}", p.series.id)
+            } else {
+                p.series.id.clone()
+            };
+            let ctx = self.ctx;
+            let loaded = load_planned(p, &self.cfg.deid, self.cfg.lenient, &|w| ctx.warn(w));
+            let sent = match loaded {
+                Ok(mut item) => {
+                    item.meta.set(keys::KEY, &key);
+                    item.meta.set("version", version);
+                    if replay {
+                        item.meta.set("replay", true);
+                    }
+                    self.keys.insert(key.clone(), fid.clone());
+                    let r = out.emit(item);
+                    if r.is_err() {
+                        self.keys.remove(&key);
+                        self.flight_part_ended(&fid, Outcome::Abandoned)?;
+                    }
+                    r
+                }
+                Err(e) => {
+                    self.flight_part_ended(&fid, Outcome::Failed)?;
+                    out.item_error(&key, &p.source, &e)
+                }
+            };
+            sent?;
+        }
+        Ok(())
+    }
+
+    fn emit_nifti(
+        &mut self,
+        path: &Path,
+        version: u32,
+        stem: Option<String>,
+        replay: bool,
+        out: &mut Emitter,
+    ) -> Result<()> {
+        let series = format!("nifti:{}", path.to_string_lossy());
+        out.wait_ready()?;
+        let stem = match stem {
+            Some(s) => s,
+            None => {
+                let base = mindscan_plugin_nifti::stages::stem(path);
+                self.unique_stem(&series, version, &base)?
+            }
+        };
+        self.journal
+            .mark_emitted(&series, version, "nifti", &stem, 1)?;
+        let fid = flight_id(&series, version);
+        self.flights.insert(
+            fid.clone(),
+            Flight {
+                series: series.clone(),
+                version,
+                stem,
+                remaining: 1,
+                outcome: Outcome::Done,
+            },
+        );
+        let key = if version > 1 {
+            format!("{}#v{version}", path.display())
+        } else {
+            path.display().to_string()
+        };
+        let loaded = read_nifti(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|v| mindscan_plugin_nifti::stages::volume_item(path, v, true));
+        match loaded {
+            Ok(mut item) => {
+                item.meta.set(keys::KEY, &key);
+                item.meta.set("stem", &stem);
+                item.meta.set("version", version);
+                if replay {
+                    item.meta.set("replay", true);
+                }
+                self.keys.insert(key.clone(), fid.clone());
+                let r = out.emit(item);
+                if r.is_err() {
+                    self.keys.remove(&key);
+                    self.flight_part_ended(&fid, Outcome::Abandoned)?;
+                }
+                r
+            }
+            Err(e) => {
+                self.flight_part_ended(&fid, Outcome::Failed)?;
+                let p = path.display().to_string();
+                out.item_error(&key, &p, &e)
+            }
+        }
+    }
+
+    /// One item of a flight ended; when it was the last, the journal records the outcome.
+    fn flight_part_ended(&mut self, fid: &str, outcome: Outcome) -> Result<()> {
+        let Some(f) = self.flights.get_mut(fid) else {
+            return Ok(());
+        };
+        f.remaining = f.remaining.saturating_sub(1);
+        f.outcome = match (f.outcome, outcome) {
+            (Outcome::Failed, _) | (_, Outcome::Failed) => Outcome::Failed,
+            (Outcome::Abandoned, _) | (_, Outcome::Abandoned) => Outcome::Abandoned,
+            _ => Outcome::Done,
+        };
+        if f.remaining > 0 {
+            return Ok(());
+        }
+        let f = self.flights.remove(fid).expect("present");
+        match f.outcome {
+            Outcome::Done => {
+                self.journal
+                    .mark_finished(&f.series, f.version, SeriesState::Done, None)?;
+                self.stats.done += 1;
+                self.ctx.info(&format!("{}: every output written", f.stem));
+            }
+            Outcome::Failed => {
+                self.journal.mark_finished(
+                    &f.series,
+                    f.version,
+                    SeriesState::Failed,
+                    Some("a stage reported an error (see the log or the dead-letter file)"),
+                )?;
+                self.stats.failed += 1;
+            }
+            // Left `emitted`: the next run replays it.
+            Outcome::Abandoned => {}
+        }
+        Ok(())
+    }
+
+    fn completions(&mut self, out: &mut Emitter) -> Result<()> {
+        for (key, outcome) in out.take_completed() {
+            if let Some(fid) = self.keys.remove(&key) {
+                self.flight_part_ended(&fid, outcome)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the items in flight, so their outcome reaches the journal before we stop.
+    fn drain(&mut self, out: &mut Emitter) {
+        while !self.flights.is_empty() {
+            if let Err(e) = self.completions(out) {
+                self.ctx.error(&format!("journal: {e:#}"));
+                return;
+            }
+            if self.flights.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn summary(&self) {
+        let s = &self.stats;
+        let mut line = format!(
+            "this run: {} series done, {} failed, {} replayed after an interruption, {} duplicate file(s) dropped, {} file(s) rejected",
+            s.done, s.failed, s.replayed, s.duplicates, s.rejected
+        );
+        if !self.collecting.is_empty() {
+            line.push_str(&format!(
+                "; {} series still collecting (resumed on the next run)",
+                self.collecting.len()
+            ));
+        }
+        if let Ok(t) = self.journal.totals() {
+            line.push_str(&format!(
+                "; journal: {} done, {} failed, {} to replay, {} files",
+                t.done, t.failed, t.pending, t.files
+            ));
+        }
+        self.ctx.info(&line);
+    }
+}

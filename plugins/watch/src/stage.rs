@@ -732,7 +732,7 @@ impl Watcher<'_> {
             Flight {
                 series: series.clone(),
                 version,
-                stem,
+                stem: stem.clone(),
                 remaining: 1,
                 outcome: Outcome::Done,
             },

@@ -5,3 +5,4 @@ mod engine_behaviour;
 mod nifti_jpg;
 mod plugins_dynamic;
 mod validation;
+mod watch;

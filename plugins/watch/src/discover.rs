@@ -12,9 +12,16 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.')
         || name.starts_with('~')
         || name.ends_with('~')
-        || [".part", ".tmp", ".partial", ".crdownload", ".filepart", ".swp"]
-            .iter()
-            .any(|s| lower.ends_with(s))
+        || [
+            ".part",
+            ".tmp",
+            ".partial",
+            ".crdownload",
+            ".filepart",
+            ".swp",
+        ]
+        .iter()
+        .any(|s| lower.ends_with(s))
 }
 
 /// Whether any component of `path` below `root` is a temporary or hidden name (files inside a
@@ -88,8 +95,8 @@ impl EventSource {
     pub fn start(roots: &[PathBuf]) -> notify::Result<EventSource> {
         use notify::Watcher;
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            match res {
+        let mut w =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 Ok(ev) => {
                     if ev.need_rescan() {
                         let _ = tx.send(Seen::Rescan);
@@ -104,8 +111,7 @@ impl EventSource {
                 Err(_) => {
                     let _ = tx.send(Seen::Rescan);
                 }
-            }
-        })?;
+            })?;
         for r in roots {
             w.watch(r, notify::RecursiveMode::Recursive)?;
         }
@@ -134,7 +140,14 @@ mod tests {
 
     #[test]
     fn temporary_and_hidden_names_are_ignored() {
-        for n in [".x.dcm", "a.part", "b.TMP", "c.dcm~", "~lock", "d.crdownload"] {
+        for n in [
+            ".x.dcm",
+            "a.part",
+            "b.TMP",
+            "c.dcm~",
+            "~lock",
+            "d.crdownload",
+        ] {
             assert!(is_temp_name(n), "{n}");
         }
         for n in ["IM0001", "a.dcm", "t1.nii.gz", "part1.dcm"] {

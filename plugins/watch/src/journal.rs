@@ -166,9 +166,9 @@ impl Journal {
 
     /// Whether `path` was already taken with this exact size and mtime.
     pub fn known(&self, path: &str, size: u64, mtime_ns: i64) -> Result<bool> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT 1 FROM files WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3")?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT 1 FROM files WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3",
+        )?;
         Ok(st.exists(params![path, size as i64, mtime_ns])?)
     }
 

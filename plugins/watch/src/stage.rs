@@ -21,7 +21,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mindscan_plugin_dicom::core::{DeidOptions, FileIdentity, PHI_KEYWORDS, hash_uid, identify, scan};
+use mindscan_plugin_dicom::core::{
+    DeidOptions, FileIdentity, PHI_KEYWORDS, hash_uid, identify, scan,
+};
 use mindscan_plugin_dicom::stages::{load_planned, plan_series};
 use mindscan_plugin_nifti::format::read_nifti;
 use mindscan_sdk::Cancelled;
@@ -163,6 +165,7 @@ impl Stage for WatchFolder {
             journal,
             state,
             candidates: HashMap::new(),
+            recent_dirs: Vec::new(),
             collecting: HashMap::new(),
             flights: HashMap::new(),
             keys: HashMap::new(),
@@ -235,6 +238,8 @@ struct Watcher<'a> {
     /// This stage's state folder (never watched).
     state: PathBuf,
     candidates: HashMap<PathBuf, Candidate>,
+    /// Folders that appeared recently, walked again on every tick for a while.
+    recent_dirs: Vec<(PathBuf, Instant)>,
     collecting: HashMap<String, Collecting>,
     /// Keyed by `series#version`.
     flights: HashMap<String, Flight>,
@@ -255,8 +260,8 @@ fn ago(d: Duration) -> Instant {
 
 impl Watcher<'_> {
     fn run(&mut self, out: &mut Emitter) -> Result<()> {
-        self.recover(out)?;
-        self.walk_all(true)?;
+        // Events first, then the catch-up walk: a file created in between is seen by one or
+        // the other (or both; the second look is a no-op), never by neither.
         let events = if self.cfg.once {
             None
         } else {
@@ -270,15 +275,27 @@ impl Watcher<'_> {
                 }
             }
         };
+        self.recover(out)?;
+        self.walk_all(true)?;
         let poll = self
             .cfg
             .poll
             .or((events.is_none() && !self.cfg.once).then_some(Duration::from_secs(5)));
-        let tick = (self.cfg.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
-        let folders: Vec<String> = self.cfg.roots.iter().map(|r| r.display().to_string()).collect();
+        let tick =
+            (self.cfg.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+        let folders: Vec<String> = self
+            .cfg
+            .roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
         self.ctx.info(&format!(
             "{} {} (settle {:?}, stable_age {:?}); journal {}",
-            if self.cfg.once { "catching up on" } else { "watching" },
+            if self.cfg.once {
+                "catching up on"
+            } else {
+                "watching"
+            },
             folders.join(", "),
             self.cfg.settle,
             self.cfg.stable_age,
@@ -306,6 +323,7 @@ impl Watcher<'_> {
                 self.walk_all(false)?;
                 last_poll = Instant::now();
             }
+            self.rewalk_new_dirs()?;
             self.settle_pass(out)?;
             self.stable_pass(out)?;
             self.completions(out)?;
@@ -330,7 +348,9 @@ impl Watcher<'_> {
             if row.kind == "nifti" {
                 let files = self.journal.files_of(&row.series, Some(row.version))?;
                 match files.first() {
-                    Some(p) => self.emit_nifti(p, row.version, Some(row.stem.clone()), true, out)?,
+                    Some(p) => {
+                        self.emit_nifti(p, row.version, Some(row.stem.clone()), true, out)?
+                    }
                     None => self.journal.mark_finished(
                         &row.series,
                         row.version,
@@ -360,6 +380,22 @@ impl Watcher<'_> {
         Ok(self.journal.latest(series)?.map_or(1, |r| r.version + 1))
     }
 
+    /// Walks folders created in the last few seconds again (see `consider`).
+    fn rewalk_new_dirs(&mut self) -> Result<()> {
+        let keep = self.cfg.settle * 2 + Duration::from_secs(2);
+        self.recent_dirs.retain(|(_, t)| t.elapsed() < keep);
+        let mut files = Vec::new();
+        for (d, _) in &self.recent_dirs {
+            if let Some(root) = self.cfg.roots.iter().find(|r| d.starts_with(r)) {
+                walk(root, d, &self.state, &mut files);
+            }
+        }
+        for f in files {
+            self.consider(&f, false)?;
+        }
+        Ok(())
+    }
+
     fn walk_all(&mut self, catch_up: bool) -> Result<()> {
         let mut files = Vec::new();
         for r in &self.cfg.roots {
@@ -380,7 +416,12 @@ impl Watcher<'_> {
             return Ok(());
         }
         if path.is_dir() {
-            // A folder moved in at once: one event for the folder, none for its files.
+            // A folder moved in at once: one event for the folder, none for its files. A new
+            // folder is also walked again for a while: files created in it before the watcher
+            // had added it send no event.
+            if !catch_up && !self.recent_dirs.iter().any(|(d, _)| d == path) {
+                self.recent_dirs.push((path.to_path_buf(), Instant::now()));
+            }
             let mut files = Vec::new();
             walk(root, path, &self.state, &mut files);
             for f in files {
@@ -398,10 +439,7 @@ impl Watcher<'_> {
             }
             return Ok(());
         }
-        if self
-            .journal
-            .known(&path.to_string_lossy(), size, mtime)?
-        {
+        if self.journal.known(&path.to_string_lossy(), size, mtime)? {
             return Ok(());
         }
         // Not modified for `settle` already (e.g. present before start-up): settled now.
@@ -482,7 +520,8 @@ impl Watcher<'_> {
                     row.kind = self.take_instance(&p, &series, &sop, c.mtime, c.catch_up)?;
                 }
                 Ok(FileIdentity::NotImage(reason)) => {
-                    self.ctx.debug(&format!("not taken: {}: {reason}", p.display()));
+                    self.ctx
+                        .debug(&format!("not taken: {}: {reason}", p.display()));
                     row.note = Some(reason);
                 }
                 Err(e) => {
@@ -532,7 +571,11 @@ impl Watcher<'_> {
         }
         let version = self.next_version(series)?;
         if version > 1 {
-            let stem = self.journal.latest(series)?.map(|r| r.stem).unwrap_or_default();
+            let stem = self
+                .journal
+                .latest(series)?
+                .map(|r| r.stem)
+                .unwrap_or_default();
             match self.cfg.late {
                 LateRule::Ignore => {
                     self.ctx.warn(&format!(
@@ -619,8 +662,10 @@ impl Watcher<'_> {
             .filter(|p| {
                 let ok = p.is_file();
                 if !ok {
-                    self.ctx
-                        .warn(&format!("{} vanished before its series was read", p.display()));
+                    self.ctx.warn(&format!(
+                        "{} vanished before its series was read",
+                        p.display()
+                    ));
                 }
                 ok
             })

@@ -183,7 +183,9 @@ impl ManifestWriter {
     pub fn remove_volume(&mut self, volume: &str) -> io::Result<usize> {
         use std::io::BufRead;
         if self.live.is_none() {
-            return Err(io::Error::other("remove_volume needs a manifest opened for appending"));
+            return Err(io::Error::other(
+                "remove_volume needs a manifest opened for appending",
+            ));
         }
         let tmp = temp_path_for(&self.final_path)?;
         let mut removed = 0;

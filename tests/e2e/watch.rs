@@ -456,7 +456,10 @@ fn killed_at_any_point_and_restarted_every_series_comes_out_exactly_once() {
     // stable (2 s after the last file), while they are decoded and the sinks write.
     // `stable_age` is long enough that a busy machine cannot pause the copy for that long
     // (which would rightly emit a series early, as a real scanner pause would).
-    for (round, kill_ms) in [150u64, 800, 2200, 3250, 3400, 3550].into_iter().enumerate() {
+    for (round, kill_ms) in [150u64, 800, 2200, 3250, 3400, 3550]
+        .into_iter()
+        .enumerate()
+    {
         let site = Site::new();
         let p = site.pipeline("2s", true, "");
         let mut child = site.start(&p, "first.log");

@@ -22,12 +22,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mindscan_plugin_dicom::core::{
-    DeidOptions, FileIdentity, PHI_KEYWORDS, hash_uid, identify, scan,
+    DeidOptions, DicomError, FileIdentity, PHI_KEYWORDS, ParsedHeader, hash_uid, identify_keeping,
+    scan_with,
 };
-use mindscan_plugin_dicom::stages::{load_planned, plan_series};
+use mindscan_plugin_dicom::stages::{Planned, load_planned, plan_series};
 use mindscan_plugin_nifti::format::read_nifti;
 use mindscan_sdk::Cancelled;
 use mindscan_sdk::prelude::*;
+use rayon::prelude::*;
 
 use crate::discover::{EventSource, Seen, age, file_stamp, is_ignored, walk};
 use crate::duration::Span;
@@ -154,7 +156,8 @@ impl Stage for WatchFolder {
 
     fn produce(&self, ctx: &Context, out: &mut Emitter) -> Result<()> {
         if ctx.worker_index() > 0 {
-            return Ok(()); // one watcher per stage; decoding is parallel inside a series
+            // One watcher per stage; `workers` sets how many series it decodes at once.
+            return Ok(());
         }
         let state = ctx.host().state_dir().join(ctx.stage_id());
         let state = absolute(&state);
@@ -169,6 +172,7 @@ impl Stage for WatchFolder {
             collecting: HashMap::new(),
             flights: HashMap::new(),
             keys: HashMap::new(),
+            parallel: ctx.worker_count(),
             stats: Stats::default(),
         };
         // Completions are recorded from the first call on: ask before emitting anything.
@@ -211,6 +215,16 @@ struct Collecting {
     sops: HashSet<String>,
     last_new: Instant,
     version: u32,
+    /// Headers read when the instances were taken (reused when the series goes out).
+    headers: Vec<ParsedHeader>,
+}
+
+/// A series version named and journaled, ready to decode: (item key, planned split) parts.
+struct Prepared {
+    fid: String,
+    version: u32,
+    replay: bool,
+    parts: Vec<(String, Planned)>,
 }
 
 /// An emitted series version waiting for its completions.
@@ -245,6 +259,8 @@ struct Watcher<'a> {
     flights: HashMap<String, Flight>,
     /// Item key → flight id.
     keys: HashMap<String, String>,
+    /// Series decoded at once (the stage's `workers`).
+    parallel: usize,
     stats: Stats,
 }
 
@@ -306,24 +322,6 @@ impl Watcher<'_> {
             if self.ctx.is_cancelled() {
                 return Ok(());
             }
-            match &events {
-                Some(ev) => {
-                    for s in ev.drain(tick, 100_000) {
-                        match s {
-                            Seen::Path(p) => self.consider(&p, false)?,
-                            Seen::Rescan => self.walk_all(false)?,
-                        }
-                    }
-                }
-                None => std::thread::sleep(tick),
-            }
-            if let Some(p) = poll
-                && last_poll.elapsed() >= p
-            {
-                self.walk_all(false)?;
-                last_poll = Instant::now();
-            }
-            self.rewalk_new_dirs()?;
             self.settle_pass(out)?;
             self.stable_pass(out)?;
             self.completions(out)?;
@@ -334,6 +332,31 @@ impl Watcher<'_> {
             {
                 return Ok(());
             }
+            // Short waits while outputs are being written, so their completion is journaled
+            // (and reported) promptly.
+            let wait = if self.flights.is_empty() {
+                tick
+            } else {
+                tick.min(Duration::from_millis(20))
+            };
+            match &events {
+                Some(ev) => {
+                    for s in ev.drain(wait, 100_000) {
+                        match s {
+                            Seen::Path(p) => self.consider(&p, false)?,
+                            Seen::Rescan => self.walk_all(false)?,
+                        }
+                    }
+                }
+                None => std::thread::sleep(wait),
+            }
+            if let Some(p) = poll
+                && last_poll.elapsed() >= p
+            {
+                self.walk_all(false)?;
+                last_poll = Instant::now();
+            }
+            self.rewalk_new_dirs()?;
         }
     }
 
@@ -369,6 +392,7 @@ impl Watcher<'_> {
                 sops: HashSet::new(),
                 last_new: ago(stable_age),
                 version,
+                headers: Vec::new(),
             });
             c.sops.insert(sop);
             c.last_new = c.last_new.max(ago(age(mtime).min(stable_age)));
@@ -484,10 +508,16 @@ impl Watcher<'_> {
             return Ok(());
         }
         settled.sort();
+        // Header reads in parallel (a catch-up scan can settle thousands of files at once).
+        type Identity = Result<(FileIdentity, Option<ParsedHeader>), DicomError>;
+        let identities: Vec<Option<Identity>> = settled
+            .par_iter()
+            .map(|p| (!is_nifti_name(p)).then(|| identify_keeping(p)))
+            .collect();
         let mut rows = Vec::new();
         let mut niftis = Vec::new();
         let mut rejected = Vec::new();
-        for p in settled {
+        for (p, identity) in settled.into_iter().zip(identities) {
             let c = self.candidates.remove(&p).expect("listed above");
             let path = p.to_string_lossy().to_string();
             let mut row = FileRow {
@@ -508,18 +538,21 @@ impl Watcher<'_> {
                 rows.push(row);
                 continue;
             }
-            match identify(&p) {
-                Ok(FileIdentity::Instance {
-                    series_uid,
-                    sop_uid,
-                }) => {
+            match identity.expect("DICOM candidates were identified") {
+                Ok((
+                    FileIdentity::Instance {
+                        series_uid,
+                        sop_uid,
+                    },
+                    header,
+                )) => {
                     let series = hash_uid(&series_uid, "");
                     let sop = hash_uid(&sop_uid, "");
                     row.series = Some(series.clone());
                     row.sop = Some(sop.clone());
-                    row.kind = self.take_instance(&p, &series, &sop, c.mtime, c.catch_up)?;
+                    row.kind = self.take_instance(&p, &series, &sop, &c, header)?;
                 }
-                Ok(FileIdentity::NotImage(reason)) => {
+                Ok((FileIdentity::NotImage(reason), _)) => {
                     self.ctx
                         .debug(&format!("not taken: {}: {reason}", p.display()));
                     row.note = Some(reason);
@@ -551,19 +584,22 @@ impl Watcher<'_> {
         path: &Path,
         series: &str,
         sop: &str,
-        mtime: i64,
-        catch_up: bool,
+        file: &Candidate,
+        header: Option<ParsedHeader>,
     ) -> Result<FileKind> {
-        let arrived = if catch_up {
-            ago(age(mtime).min(self.cfg.stable_age))
+        // When the instance landed: its last change as we saw it (so `stable_age` runs from
+        // the landing, overlapping `settle`), or from its mtime for files found at start-up.
+        let arrived = if file.catch_up {
+            ago(age(file.mtime).min(self.cfg.stable_age))
         } else {
-            Instant::now()
+            file.since
         };
         if let Some(c) = self.collecting.get_mut(series) {
             if !c.sops.insert(sop.to_string()) {
                 return Ok(self.duplicate(path));
             }
             c.last_new = c.last_new.max(arrived);
+            c.headers.extend(header);
             return Ok(FileKind::Dicom);
         }
         if self.journal.has_instance(series, sop)? {
@@ -598,6 +634,7 @@ impl Watcher<'_> {
                 sops,
                 last_new: arrived,
                 version,
+                headers: header.into_iter().collect(),
             },
         );
         Ok(FileKind::Dicom)
@@ -620,9 +657,18 @@ impl Watcher<'_> {
             .filter(|(_, c)| c.last_new.elapsed() >= self.cfg.stable_age)
             .map(|(k, _)| k.clone())
             .collect();
-        for series in ready {
-            let c = self.collecting.remove(&series).expect("listed above");
-            self.emit_dicom(&series, c.version, None, false, out)?;
+        // Up to `workers` series are decoded at once (the stage's `workers`).
+        for chunk in ready.chunks(self.parallel) {
+            let mut batch = Vec::new();
+            for series in chunk {
+                let c = self.collecting.remove(series).expect("listed above");
+                if let Some(p) =
+                    self.prepare_dicom(series, c.version, None, false, c.headers, out)?
+                {
+                    batch.push(p);
+                }
+            }
+            self.emit_prepared(batch, out)?;
         }
         Ok(())
     }
@@ -652,6 +698,23 @@ impl Watcher<'_> {
         replay: bool,
         out: &mut Emitter,
     ) -> Result<()> {
+        match self.prepare_dicom(series, version, stem, replay, Vec::new(), out)? {
+            Some(p) => self.emit_prepared(vec![p], out),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads the headers of a series version, names it and records it as emitted. `None` when
+    /// nothing in it can be read (recorded as failed and reported).
+    fn prepare_dicom(
+        &mut self,
+        series: &str,
+        version: u32,
+        stem: Option<String>,
+        replay: bool,
+        headers: Vec<ParsedHeader>,
+        out: &mut Emitter,
+    ) -> Result<Option<Prepared>> {
         let listed = if replay {
             self.journal.files_of(series, Some(version))?
         } else {
@@ -670,9 +733,7 @@ impl Watcher<'_> {
                 ok
             })
             .collect();
-        // Decode only when the pipeline has room for one more series.
-        out.wait_ready()?;
-        let rep = scan(&files);
+        let rep = scan_with(&files, headers);
         for e in &rep.errors {
             self.ctx.warn(&e.to_string());
         }
@@ -706,7 +767,8 @@ impl Watcher<'_> {
                 .and_then(|p| p.parent())
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
-            return out.item_error(&stem, &source, &anyhow!("series {stem}: no readable image"));
+            out.item_error(&stem, &source, &anyhow!("series {stem}: no readable image"))?;
+            return Ok(None);
         }
         let fid = flight_id(series, version);
         self.flights.insert(
@@ -714,40 +776,83 @@ impl Watcher<'_> {
             Flight {
                 series: series.to_string(),
                 version,
-                stem: stem.clone(),
+                stem,
                 remaining: planned.len(),
                 outcome: Outcome::Done,
             },
         );
-        for p in &planned {
-            let key = if version > 1 {
-                format!("{}.v{version}", p.series.id)
-            } else {
-                p.series.id.clone()
-            };
-            let ctx = self.ctx;
-            let loaded = load_planned(p, &self.cfg.deid, self.cfg.lenient, &|w| ctx.warn(w));
-            let sent = match loaded {
-                Ok(mut item) => {
-                    item.meta.set(keys::KEY, &key);
-                    item.meta.set("version", version);
-                    if replay {
-                        item.meta.set("replay", true);
+        let parts = planned
+            .into_iter()
+            .map(|p| {
+                let key = if version > 1 {
+                    format!("{}.v{version}", p.series.id)
+                } else {
+                    p.series.id.clone()
+                };
+                (key, p)
+            })
+            .collect();
+        Ok(Some(Prepared {
+            fid,
+            version,
+            replay,
+            parts,
+        }))
+    }
+
+    /// Decodes the prepared series in parallel, then emits them in order.
+    fn emit_prepared(&mut self, batch: Vec<Prepared>, out: &mut Emitter) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Decode only when the pipeline has room for one more series.
+        out.wait_ready()?;
+        let warnings = std::sync::Mutex::new(Vec::new());
+        let (deid, lenient) = (&self.cfg.deid, self.cfg.lenient);
+        let jobs: Vec<&Planned> = batch
+            .iter()
+            .flat_map(|b| b.parts.iter().map(|(_, p)| p))
+            .collect();
+        let mut loaded: Vec<Result<Item>> = jobs
+            .par_iter()
+            .map(|p| {
+                load_planned(p, deid, lenient, &|w| {
+                    warnings
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(w.to_string())
+                })
+            })
+            .collect();
+        for w in warnings.into_inner().unwrap_or_default() {
+            self.ctx.warn(&w);
+        }
+        loaded.reverse();
+        for b in batch {
+            for (key, p) in b.parts {
+                let result = loaded.pop().expect("one result per part");
+                let sent = match result {
+                    Ok(mut item) => {
+                        item.meta.set(keys::KEY, &key);
+                        item.meta.set("version", b.version);
+                        if b.replay {
+                            item.meta.set("replay", true);
+                        }
+                        self.keys.insert(key.clone(), b.fid.clone());
+                        let r = out.emit(item);
+                        if r.is_err() {
+                            self.keys.remove(&key);
+                            self.flight_part_ended(&b.fid, Outcome::Abandoned)?;
+                        }
+                        r
                     }
-                    self.keys.insert(key.clone(), fid.clone());
-                    let r = out.emit(item);
-                    if r.is_err() {
-                        self.keys.remove(&key);
-                        self.flight_part_ended(&fid, Outcome::Abandoned)?;
+                    Err(e) => {
+                        self.flight_part_ended(&b.fid, Outcome::Failed)?;
+                        out.item_error(&key, &p.source, &e)
                     }
-                    r
-                }
-                Err(e) => {
-                    self.flight_part_ended(&fid, Outcome::Failed)?;
-                    out.item_error(&key, &p.source, &e)
-                }
-            };
-            sent?;
+                };
+                sent?;
+            }
         }
         Ok(())
     }

@@ -48,7 +48,7 @@ mod scan;
 use deid::format_name;
 pub use deid::{DeidOptions, PHI_KEYWORDS, hash_uid, sanitize_token};
 pub use load::{load_series, load_series_lenient, load_series_with};
-pub use scan::{FileIdentity, identify, inspect, scan};
+pub use scan::{FileIdentity, ParsedHeader, identify, identify_keeping, inspect, scan, scan_with};
 
 /// Summary of one scanned series (what [`inspect`] gives for each).
 pub fn inspect_series(series: &Series) -> SeriesSummary {

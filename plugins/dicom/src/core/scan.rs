@@ -4,7 +4,7 @@ use super::deid::hash_uid;
 use super::header::{self, FileHeader, FrameInfo, Opened};
 use super::{DicomError, FrameRef, Geometry, ScanReport, Series, SeriesSummary, SkippedFile};
 use rayon::prelude::*;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -188,14 +188,57 @@ pub enum FileIdentity {
 /// readable DICOM image and which series it belongs to. Uncompressed files shorter than the
 /// pixel data their header announces are errors (a copy still in progress, or truncated).
 pub fn identify(path: &Path) -> Result<FileIdentity, DicomError> {
+    identify_keeping(path).map(|(id, _)| id)
+}
+
+/// A file header read once and kept, so that [`scan_with`] need not read it again.
+pub struct ParsedHeader {
+    path: PathBuf,
+    header: Box<FileHeader>,
+}
+
+impl ParsedHeader {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// [`identify`], also returning the parsed header of an image instance.
+pub fn identify_keeping(path: &Path) -> Result<(FileIdentity, Option<ParsedHeader>), DicomError> {
     match read_header(path) {
-        Outcome::Ok(h) => Ok(FileIdentity::Instance {
-            series_uid: h.meta.series_uid.clone(),
-            sop_uid: h.sop_uid.clone(),
-        }),
-        Outcome::Skip(reason) => Ok(FileIdentity::NotImage(reason)),
+        Outcome::Ok(h) => Ok((
+            FileIdentity::Instance {
+                series_uid: h.meta.series_uid.clone(),
+                sop_uid: h.sop_uid.clone(),
+            },
+            Some(ParsedHeader {
+                path: path.to_path_buf(),
+                header: h,
+            }),
+        )),
+        Outcome::Skip(reason) => Ok((FileIdentity::NotImage(reason), None)),
         Outcome::Err(e) => Err(e),
     }
+}
+
+/// [`scan`] of the files `files`, reusing the headers in `parsed` (by path) and reading the
+/// others. Headers in `parsed` whose path is not in `files` are ignored.
+pub fn scan_with(files: &[PathBuf], parsed: Vec<ParsedHeader>) -> ScanReport {
+    let mut cache: HashMap<PathBuf, Box<FileHeader>> =
+        parsed.into_iter().map(|p| (p.path, p.header)).collect();
+    let known: Vec<(PathBuf, Option<Box<FileHeader>>)> =
+        files.iter().map(|p| (p.clone(), cache.remove(p))).collect();
+    let outcomes: Vec<(PathBuf, Outcome)> = known
+        .into_par_iter()
+        .map(|(p, h)| {
+            let o = match h {
+                Some(h) => Outcome::Ok(h),
+                None => read_header(&p),
+            };
+            (p, o)
+        })
+        .collect();
+    assemble(ScanReport::default(), outcomes)
 }
 
 /// One frame with its file header, before grouping.
@@ -271,6 +314,11 @@ pub fn scan(inputs: &[PathBuf]) -> ScanReport {
         .par_iter()
         .map(|p| (p.clone(), read_header(p)))
         .collect();
+    assemble(rep, outcomes)
+}
+
+/// Groups and sorts the read headers into series (the second half of [`scan`]).
+fn assemble(mut rep: ScanReport, outcomes: Vec<(PathBuf, Outcome)>) -> ScanReport {
     let mut entries: Vec<Entry> = Vec::new();
     let mut seen: HashSet<(String, u32)> = HashSet::new();
     let mut dup_warn: BTreeMap<String, Vec<String>> = BTreeMap::new();

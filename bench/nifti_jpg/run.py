@@ -185,13 +185,15 @@ def main():
         for i in range(RSS_COPIES):
             os.symlink(src, os.path.join(rdir, f"mni_{i:03d}.nii.gz"))
         out = os.path.join(tmp, "out-rss")
-        rss1 = peak_rss_kib(mindscan_cmd([src], out)[0])
-        shutil.rmtree(out)
-        t0 = time.perf_counter()
-        rssn = peak_rss_kib(mindscan_cmd([rdir], out)[0])
-        tn = time.perf_counter() - t0
-        nn = len(jpgs(out))
-        shutil.rmtree(out)
+        rss = {}  # max_in_flight of the reader ("default" = workers + 1) -> (1 vol, N vols, s, JPGs)
+        for mif in ("default", "1"):
+            extra = [] if mif == "default" else ["--set", f"read.max_in_flight={mif}"]
+            r1 = peak_rss_kib(mindscan_cmd([src], out)[0] + extra)
+            shutil.rmtree(out)
+            t0 = time.perf_counter()
+            rn = peak_rss_kib(mindscan_cmd([rdir], out)[0] + extra)
+            rss[mif] = (r1, rn, time.perf_counter() - t0, len(jpgs(out)))
+            shutil.rmtree(out)
     finally:
         if not os.environ.get("KEEP_TMP"):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -214,8 +216,11 @@ def main():
                       f"{' (n=%d)' % n} | {sps:,.0f} | {sp} |")
     print()
     print(f"Mindscan start-up (`mindscan validate`, median): {startup * 1000:.0f} ms")
-    print(f"Mindscan peak RSS: 1 MNI volume {rss1 / 1024:.1f} MiB; {RSS_COPIES} copies {rssn / 1024:.1f} MiB"
-          f" ({(rssn / rss1 - 1) * 100:+.1f}%; {nn} JPGs in {tn:.1f} s incl. /usr/bin/time)")
+    for mif, (rss1, rssn, tn, nn) in rss.items():
+        what = "reader max_in_flight default (2)" if mif == "default" else f"reader max_in_flight {mif}"
+        print(f"Mindscan peak RSS, {what}: 1 MNI volume {rss1 / 1024:.1f} MiB; {RSS_COPIES} copies"
+              f" {rssn / 1024:.1f} MiB ({(rssn / rss1 - 1) * 100:+.1f}%; {nn} JPGs in {tn:.1f} s"
+              " incl. /usr/bin/time)")
     print()
     print("Mindscan per-stage busy seconds (--metrics-json; a stage's busy time includes time blocked"
           " sending downstream):")

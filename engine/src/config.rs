@@ -183,7 +183,8 @@ pub fn load(path: &Path) -> Result<PipelineFile, ParseError> {
     parse(&text, &path.display().to_string())
 }
 
-/// Applies `--set stage.param=value` overrides.
+/// Applies `--set stage.param=value` overrides (`stage.workers`, `stage.queue` and
+/// `stage.max_in_flight` set the stage's own settings).
 pub fn apply_overrides(file: &mut PipelineFile, sets: &[String]) -> Result<(), String> {
     for s in sets {
         let (lhs, value) = s
@@ -203,6 +204,20 @@ pub fn apply_overrides(file: &mut PipelineFile, sets: &[String]) -> Result<(), S
                     ids.join(", ")
                 )
             })?;
+        // The stage's own settings first (a plugin parameter cannot shadow them).
+        if matches!(param, "workers" | "queue" | "max_in_flight") {
+            let n: u32 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("--set {s}: {param} must be a whole number"))?;
+            let n = Loc::synthetic(n);
+            match param {
+                "workers" => st.workers = n,
+                "queue" => st.queue = n,
+                _ => st.max_in_flight = Some(n),
+            }
+            continue;
+        }
         let value = parse_value(value);
         let key = Loc::synthetic(param.to_string());
         st.params.remove(&key);
@@ -262,5 +277,10 @@ mod tests {
             Value::from("all")
         );
         assert!(apply_overrides(&mut f, &["b.q=1".into()]).is_err());
+        apply_overrides(&mut f, &["a.workers=3".into(), "a.max_in_flight=1".into()]).unwrap();
+        assert_eq!(f.stages[0].workers.value, 3);
+        assert_eq!(f.stages[0].max_in_flight.as_ref().map(|m| m.value), Some(1));
+        assert!(!f.stages[0].params.keys().any(|k| k.value == "workers"));
+        assert!(apply_overrides(&mut f, &["a.queue=many".into()]).is_err());
     }
 }

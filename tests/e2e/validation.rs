@@ -119,6 +119,24 @@ fn valid_fixtures_validate() {
 }
 
 #[test]
+fn every_shipped_pipeline_validates() {
+    let dir = workspace_root().join("pipelines");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let (code, stdout, stderr) = validate(&path, &[]);
+            assert_eq!(code, Some(0), "{}:\n{stdout}{stderr}", path.display());
+            n += 1;
+        }
+    }
+    assert!(
+        n >= 4,
+        "pipelines/ has the quickstart, DICOM and watch pipelines"
+    );
+}
+
+#[test]
 fn a_good_set_override_validates_and_a_bad_one_does_not() {
     let path = workspace_root().join("tests/fixtures/pipelines/valid/quickstart_like.yaml");
     let (code, _, stderr) = validate(&path, &["slice.plane=axial".into()]);

@@ -563,6 +563,25 @@ fn a_late_instance_makes_a_new_version_and_leaves_the_first_alone() {
     );
 }
 
+#[test]
+fn polling_alone_finds_series_where_events_never_arrive() {
+    let site = Site::new();
+    let pipeline = site.pipeline("600ms", false, "      events: false\n      poll: 300ms");
+    let mut child = site.start(&pipeline, "run.log");
+    site.wait_done(0, &mut child, "run.log"); // watching
+    for f in series_files(MOSAIC) {
+        deliver(
+            &f,
+            &site.incoming.join("share/x").join(f.file_name().unwrap()),
+            Arrival::Renamed,
+        );
+    }
+    site.wait_done(1, &mut child, "run.log");
+    assert_eq!(stop(&mut child), Some(130));
+    let nii = read_nifti(&site.out.join("nifti/EPI_PE=AP_3.nii.gz")).unwrap();
+    assert_eq!(nii.dims, reference_dims(MOSAIC));
+}
+
 /// Resident memory of a process, from /proc (Linux).
 fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

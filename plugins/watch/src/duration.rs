@@ -54,12 +54,13 @@ impl JsonSchema for Span {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // One schema for both forms: `pattern` only applies to strings and `minimum` only to
+        // numbers, and a bad value gets one message naming the expected form.
         json_schema!({
             "description": "A duration: `2s`, `500ms`, `1.5m`, `1h`, or a number of seconds",
-            "anyOf": [
-                { "type": "number", "minimum": 0 },
-                { "type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*(ms|s|m|min|h)?\\s*$" }
-            ]
+            "type": ["string", "number"],
+            "minimum": 0,
+            "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*(ms|s|m|min|h)?\\s*$"
         })
     }
 }

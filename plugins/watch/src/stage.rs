@@ -60,6 +60,10 @@ pub struct WatchParams {
     /// Also walk the folders at this interval, for network shares where file-system events do
     /// not arrive (e.g. `5s`). Without it, events only (plus a walk when events were lost).
     pub poll: Option<Span>,
+    /// Use file-system events (inotify, FSEvents...). `false` for folders where they never
+    /// arrive (NFS/SMB shares): `poll` alone then finds files (default 5s when unset).
+    #[serde(default = "yes")]
+    pub events: bool,
     /// New instances of a series already emitted: `new_version` or `ignore`.
     #[serde(default)]
     pub late_instances: LateRule,
@@ -100,6 +104,7 @@ pub struct WatchFolder {
     settle: Duration,
     stable_age: Duration,
     poll: Option<Duration>,
+    events: bool,
     late: LateRule,
     once: bool,
     name: String,
@@ -145,6 +150,7 @@ impl Stage for WatchFolder {
             settle: p.settle.0,
             stable_age: p.stable_age.0,
             poll: p.poll.map(|s| s.0),
+            events: p.events,
             late: p.late_instances,
             once: p.once,
             name: p.name,
@@ -278,7 +284,7 @@ impl Watcher<'_> {
     fn run(&mut self, out: &mut Emitter) -> Result<()> {
         // Events first, then the catch-up walk: a file created in between is seen by one or
         // the other (or both; the second look is a no-op), never by neither.
-        let events = if self.cfg.once {
+        let events = if self.cfg.once || !self.cfg.events {
             None
         } else {
             match EventSource::start(&self.cfg.roots) {

@@ -44,7 +44,7 @@ state_dir: {state}
 stages:
   - id: watch
     use: watch.folder
-    workers: 2
+    workers: 3          # one watcher + two decoders (convert runs two readers)
     max_in_flight: 3
     params:
       paths: [{incoming}]

@@ -39,8 +39,13 @@ impl Site {
         s
     }
 
-    /// Writes the pipeline; `extra` goes into the watch stage's params.
+    /// Writes the pipeline (a watcher and two decoder workers); `extra` goes into the watch
+    /// stage's params.
     fn pipeline(&self, stable_age: &str, jpg: bool, extra: &str) -> PathBuf {
+        self.pipeline_with(stable_age, jpg, extra, 3)
+    }
+
+    fn pipeline_with(&self, stable_age: &str, jpg: bool, extra: &str, workers: u32) -> PathBuf {
         let mut y = format!(
             "pipeline: watch-test
 seed: 1
@@ -50,6 +55,7 @@ stages:
   - id: watch
     use: watch.folder
     on_error: dead_letter
+    workers: {workers}
     params:
       paths: [{incoming}]
       settle: 300ms
@@ -528,7 +534,8 @@ fn killed_at_any_point_and_restarted_every_series_comes_out_exactly_once() {
 #[test]
 fn a_late_instance_makes_a_new_version_and_leaves_the_first_alone() {
     let site = Site::new();
-    let pipeline = site.pipeline("800ms", false, "");
+    // One worker: the watcher decodes series itself.
+    let pipeline = site.pipeline_with("800ms", false, "", 1);
     let mut child = site.start(&pipeline, "run.log");
     let files = series_files(MOSAIC);
     assert_eq!(files.len(), 2);

@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded, unbounded};
 use mindscan_plugin_dicom::core::{
     DeidOptions, DicomError, FileIdentity, PHI_KEYWORDS, ParsedHeader, hash_uid, identify_keeping,
     scan_with,
@@ -30,6 +31,7 @@ use mindscan_plugin_nifti::format::read_nifti;
 use mindscan_sdk::Cancelled;
 use mindscan_sdk::prelude::*;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::discover::{EventSource, Seen, age, file_stamp, is_ignored, walk};
 use crate::duration::Span;
@@ -111,6 +113,78 @@ pub struct WatchFolder {
     deid: DeidOptions,
     lenient: bool,
     nifti: bool,
+    /// Series splits handed by the watcher (worker 0) to the decoders (workers 1..N).
+    jobs: (Sender<DecodeJob>, Receiver<DecodeJob>),
+    /// What became of each job, back to the watcher.
+    reports: (Sender<DecodeReport>, Receiver<DecodeReport>),
+    /// Set when the watcher has stopped: decoders finish the queued jobs, then return.
+    watcher_done: AtomicBool,
+}
+
+/// One split of a series to decode and emit.
+struct DecodeJob {
+    fid: String,
+    key: String,
+    planned: Planned,
+    version: u32,
+    replay: bool,
+}
+
+/// How a decode job ended (a sent item ends later, with its completion).
+enum Decoded {
+    Sent,
+    Failed,
+    Abandoned,
+}
+
+struct DecodeReport {
+    fid: String,
+    key: String,
+    result: Decoded,
+}
+
+impl WatchFolder {
+    /// Decoder workers: take jobs until the watcher is done and the queue is empty.
+    fn decode_jobs(&self, ctx: &Context, out: &mut Emitter) -> Result<()> {
+        loop {
+            match self.jobs.1.recv_timeout(Duration::from_millis(50)) {
+                Ok(job) => {
+                    let result = self.decode_and_emit(ctx, out, &job);
+                    let _ = self.reports.0.send(DecodeReport {
+                        fid: job.fid,
+                        key: job.key,
+                        result,
+                    });
+                }
+                Err(RecvTimeoutError::Timeout) if !self.watcher_done.load(Ordering::Acquire) => {}
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+
+    fn decode_and_emit(&self, ctx: &Context, out: &mut Emitter, job: &DecodeJob) -> Decoded {
+        // Decode only when the pipeline has room for one more series.
+        if out.wait_ready().is_err() {
+            return Decoded::Abandoned;
+        }
+        match load_planned(&job.planned, &self.deid, self.lenient, &|w| ctx.warn(w)) {
+            Ok(mut item) => {
+                item.meta.set(keys::KEY, &job.key);
+                item.meta.set("version", job.version);
+                if job.replay {
+                    item.meta.set("replay", true);
+                }
+                match out.emit(item) {
+                    Ok(()) => Decoded::Sent,
+                    Err(_) => Decoded::Abandoned,
+                }
+            }
+            Err(e) => {
+                let _ = out.item_error(&job.key, &job.planned.source, &e);
+                Decoded::Failed
+            }
+        }
+    }
 }
 
 impl Stage for WatchFolder {
@@ -157,13 +231,16 @@ impl Stage for WatchFolder {
             deid: DeidOptions::keeping(p.keep_tags),
             lenient: p.lenient,
             nifti: p.nifti,
+            jobs: bounded(1),
+            reports: unbounded(),
+            watcher_done: AtomicBool::new(false),
         })
     }
 
     fn produce(&self, ctx: &Context, out: &mut Emitter) -> Result<()> {
         if ctx.worker_index() > 0 {
-            // One watcher per stage; `workers` sets how many series it decodes at once.
-            return Ok(());
+            // One watcher per stage; the other workers decode the series it hands them.
+            return self.decode_jobs(ctx, out);
         }
         let state = ctx.host().state_dir().join(ctx.stage_id());
         let state = absolute(&state);
@@ -185,6 +262,7 @@ impl Stage for WatchFolder {
         let _ = out.take_completed();
         let result = w.run(out);
         w.drain(out);
+        self.watcher_done.store(true, Ordering::Release);
         w.summary();
         match result {
             Err(e) if !e.is::<Cancelled>() => Err(e),
@@ -265,7 +343,7 @@ struct Watcher<'a> {
     flights: HashMap<String, Flight>,
     /// Item key → flight id.
     keys: HashMap<String, String>,
-    /// Series decoded at once (the stage's `workers`).
+    /// The stage's workers: 1 = decode in the watcher, N = N - 1 decoder workers.
     parallel: usize,
     stats: Stats,
 }
@@ -663,18 +741,11 @@ impl Watcher<'_> {
             .filter(|(_, c)| c.last_new.elapsed() >= self.cfg.stable_age)
             .map(|(k, _)| k.clone())
             .collect();
-        // Up to `workers` series are decoded at once (the stage's `workers`).
-        for chunk in ready.chunks(self.parallel) {
-            let mut batch = Vec::new();
-            for series in chunk {
-                let c = self.collecting.remove(series).expect("listed above");
-                if let Some(p) =
-                    self.prepare_dicom(series, c.version, None, false, c.headers, out)?
-                {
-                    batch.push(p);
-                }
+        for series in ready {
+            let c = self.collecting.remove(&series).expect("listed above");
+            if let Some(p) = self.prepare_dicom(&series, c.version, None, false, c.headers, out)? {
+                self.dispatch(p, out)?;
             }
-            self.emit_prepared(batch, out)?;
         }
         Ok(())
     }
@@ -705,7 +776,7 @@ impl Watcher<'_> {
         out: &mut Emitter,
     ) -> Result<()> {
         match self.prepare_dicom(series, version, stem, replay, Vec::new(), out)? {
-            Some(p) => self.emit_prepared(vec![p], out),
+            Some(p) => self.dispatch(p, out),
             None => Ok(()),
         }
     }
@@ -806,59 +877,59 @@ impl Watcher<'_> {
         }))
     }
 
-    /// Decodes the prepared series in parallel, then emits them in order.
-    fn emit_prepared(&mut self, batch: Vec<Prepared>, out: &mut Emitter) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        // Decode only when the pipeline has room for one more series.
-        out.wait_ready()?;
-        let warnings = std::sync::Mutex::new(Vec::new());
-        let (deid, lenient) = (&self.cfg.deid, self.cfg.lenient);
-        let jobs: Vec<&Planned> = batch
-            .iter()
-            .flat_map(|b| b.parts.iter().map(|(_, p)| p))
-            .collect();
-        let mut loaded: Vec<Result<Item>> = jobs
-            .par_iter()
-            .map(|p| {
-                load_planned(p, deid, lenient, &|w| {
-                    warnings
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(w.to_string())
-                })
-            })
-            .collect();
-        for w in warnings.into_inner().unwrap_or_default() {
-            self.ctx.warn(&w);
-        }
-        loaded.reverse();
-        for b in batch {
-            for (key, p) in b.parts {
-                let result = loaded.pop().expect("one result per part");
-                let sent = match result {
-                    Ok(mut item) => {
-                        item.meta.set(keys::KEY, &key);
-                        item.meta.set("version", b.version);
-                        if b.replay {
-                            item.meta.set("replay", true);
-                        }
-                        self.keys.insert(key.clone(), b.fid.clone());
-                        let r = out.emit(item);
-                        if r.is_err() {
-                            self.keys.remove(&key);
-                            self.flight_part_ended(&b.fid, Outcome::Abandoned)?;
-                        }
-                        r
-                    }
-                    Err(e) => {
-                        self.flight_part_ended(&b.fid, Outcome::Failed)?;
-                        out.item_error(&key, &p.source, &e)
-                    }
-                };
-                sent?;
+    /// Hands the parts of a prepared series to the decoder workers (or decodes them here when
+    /// the stage has one worker).
+    fn dispatch(&mut self, p: Prepared, out: &mut Emitter) -> Result<()> {
+        for (key, planned) in p.parts {
+            self.keys.insert(key.clone(), p.fid.clone());
+            let mut job = DecodeJob {
+                fid: p.fid.clone(),
+                key,
+                planned,
+                version: p.version,
+                replay: p.replay,
+            };
+            if self.parallel <= 1 {
+                let result = self.cfg.decode_and_emit(self.ctx, out, &job);
+                self.handle_report(DecodeReport {
+                    fid: job.fid,
+                    key: job.key,
+                    result,
+                })?;
+                continue;
             }
+            // The queue holds one job: while the decoders are busy, keep journaling what ends.
+            loop {
+                match self.cfg.jobs.0.send_timeout(job, Duration::from_millis(50)) {
+                    Ok(()) => break,
+                    Err(SendTimeoutError::Timeout(j)) => {
+                        job = j;
+                        self.completions(out)?;
+                        if self.ctx.is_cancelled() {
+                            self.handle_report(DecodeReport {
+                                fid: job.fid,
+                                key: job.key,
+                                result: Decoded::Abandoned,
+                            })?;
+                            return Err(Cancelled.into());
+                        }
+                    }
+                    Err(SendTimeoutError::Disconnected(_)) => bail!("decoder queue closed"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_report(&mut self, r: DecodeReport) -> Result<()> {
+        let outcome = match r.result {
+            Decoded::Sent => return Ok(()),
+            Decoded::Failed => Outcome::Failed,
+            Decoded::Abandoned => Outcome::Abandoned,
+        };
+        // A sent item may have completed already (abandoned on the way): count it once.
+        if self.keys.remove(&r.key).is_some() {
+            self.flight_part_ended(&r.fid, outcome)?;
         }
         Ok(())
     }
@@ -963,6 +1034,9 @@ impl Watcher<'_> {
     }
 
     fn completions(&mut self, out: &mut Emitter) -> Result<()> {
+        while let Ok(r) = self.cfg.reports.1.try_recv() {
+            self.handle_report(r)?;
+        }
         for (key, outcome) in out.take_completed() {
             if let Some(fid) = self.keys.remove(&key) {
                 self.flight_part_ended(&fid, outcome)?;

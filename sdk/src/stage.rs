@@ -81,6 +81,19 @@ impl Host {
         unsafe { (c.is_cancelled)(c.data) }
     }
 
+    /// Removes the temporary files a killed run left under `dir` (see
+    /// [`crate::fsio::remove_stale_temps`]), saying so in the log. Sinks call it on creation.
+    pub fn remove_stale_temps(&self, stage: &str, dir: &std::path::Path) {
+        let n = crate::fsio::remove_stale_temps(dir);
+        if n > 0 {
+            self.log(
+                LOG_INFO,
+                stage,
+                &format!("removed {n} temporary file(s) left by an interrupted run"),
+            );
+        }
+    }
+
     /// Folder for durable state given by the pipeline (`state_dir`); keep yours in
     /// `state_dir().join(ctx.stage_id())`.
     pub fn state_dir(&self) -> std::path::PathBuf {

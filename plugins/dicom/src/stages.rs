@@ -83,6 +83,19 @@ pub fn plan_series(series: Vec<Series>, template: &str) -> Vec<Planned> {
         .collect()
 }
 
+/// De-identification keeping the `keep_tags` keywords (each must be one of [`PHI_KEYWORDS`]).
+pub fn deid_options(keep_tags: &[String]) -> Result<DeidOptions> {
+    for k in keep_tags {
+        if !PHI_KEYWORDS.contains(&k.as_str()) {
+            bail!(
+                "keep_tags: unknown keyword '{k}' (known: {})",
+                PHI_KEYWORDS.join(", ")
+            );
+        }
+    }
+    Ok(DeidOptions::keeping(keep_tags.iter().cloned()))
+}
+
 /// Decodes a planned series into a `volume` item; `warn` receives the series' warnings.
 pub fn load_planned(
     p: &Planned,
@@ -245,20 +258,13 @@ impl Stage for DicomRead {
         if p.paths.is_empty() {
             bail!("paths is empty: give DICOM files, folders or glob patterns");
         }
-        for k in &p.keep_tags {
-            if !PHI_KEYWORDS.contains(&k.as_str()) {
-                bail!(
-                    "keep_tags: unknown keyword '{k}' (known: {})",
-                    PHI_KEYWORDS.join(", ")
-                );
-            }
-        }
+        let deid = deid_options(&p.keep_tags)?;
         if p.name.trim().is_empty() {
             bail!("name must not be empty");
         }
         Ok(DicomRead {
             inputs: p.paths.iter().map(PathBuf::from).collect(),
-            deid: DeidOptions::keeping(p.keep_tags),
+            deid,
             name: p.name,
             lenient: p.lenient,
             plan: OnceLock::new(),

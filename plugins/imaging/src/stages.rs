@@ -546,14 +546,7 @@ impl Stage for ImageWrite {
         std::fs::create_dir_all(&out)
             .with_context(|| format!("{}: cannot create output folder", out.display()))?;
         // Temporaries of an earlier run that was killed before renaming them.
-        let stale = mindscan_sdk::fsio::remove_stale_temps(&out);
-        if stale > 0 {
-            host.log(
-                mindscan_sdk::abi::LOG_INFO,
-                Self::NAME,
-                &format!("removed {stale} temporary file(s) left by an interrupted run"),
-            );
-        }
+        host.remove_stale_temps(Self::NAME, &out);
         let open = |name: &str, format| {
             let path = out.join(name);
             if p.manifest_append {

@@ -305,14 +305,7 @@ impl Stage for NiftiWrite {
         }
         let out = PathBuf::from(&params.out);
         // Temporaries of an earlier run that was killed before renaming them.
-        let stale = mindscan_sdk::fsio::remove_stale_temps(&out);
-        if stale > 0 {
-            host.log(
-                mindscan_sdk::abi::LOG_INFO,
-                Self::NAME,
-                &format!("removed {stale} temporary file(s) left by an interrupted run"),
-            );
-        }
+        host.remove_stale_temps(Self::NAME, &out);
         Ok(NiftiWrite { out, params })
     }
 

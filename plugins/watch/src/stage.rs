@@ -23,10 +23,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded, unbounded};
 use mindscan_plugin_dicom::core::{
-    DeidOptions, DicomError, FileIdentity, PHI_KEYWORDS, ParsedHeader, hash_uid, identify_keeping,
-    scan_with,
+    DeidOptions, DicomError, FileIdentity, ParsedHeader, hash_uid, identify_keeping, scan_with,
 };
-use mindscan_plugin_dicom::stages::{Planned, load_planned, plan_series};
+use mindscan_plugin_dicom::stages::{Planned, deid_options, load_planned, plan_series};
 use mindscan_plugin_nifti::format::read_nifti;
 use mindscan_sdk::Cancelled;
 use mindscan_sdk::prelude::*;
@@ -200,14 +199,7 @@ impl Stage for WatchFolder {
         if p.paths.is_empty() {
             bail!("paths is empty: give the folders to watch");
         }
-        for k in &p.keep_tags {
-            if !PHI_KEYWORDS.contains(&k.as_str()) {
-                bail!(
-                    "keep_tags: unknown keyword '{k}' (known: {})",
-                    PHI_KEYWORDS.join(", ")
-                );
-            }
-        }
+        let deid = deid_options(&p.keep_tags)?;
         if p.poll.is_some_and(|s| s.0 < Duration::from_millis(100)) {
             bail!("poll must be at least 100ms");
         }
@@ -228,7 +220,7 @@ impl Stage for WatchFolder {
             late: p.late_instances,
             once: p.once,
             name: p.name,
-            deid: DeidOptions::keeping(p.keep_tags),
+            deid,
             lenient: p.lenient,
             nifti: p.nifti,
             jobs: bounded(1),

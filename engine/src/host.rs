@@ -15,16 +15,30 @@ use mindscan_sdk::{Item, seed};
 
 use crate::registry::StageType;
 
+/// Why a run is stopping: Ctrl-C / SIGTERM (`cancel`), or a stage's `on_error: fail`
+/// (`failed`). Plugins see either as "cancelled": both mean "stop producing".
+pub struct StopFlags {
+    pub cancel: Arc<AtomicBool>,
+    pub failed: AtomicBool,
+}
+
+impl StopFlags {
+    pub fn stopping(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.failed.load(Ordering::Relaxed)
+    }
+}
+
 /// Run-wide services handed to plugins. Lives in an `Arc` that every stage instance holds, so
 /// the context's address stays valid while any plugin can use it.
 pub struct HostServices {
-    cancel: Arc<AtomicBool>,
+    /// Boxed: `ctx.data` points to it.
+    stop: Box<StopFlags>,
     /// Backs `ctx.state_dir`.
     _state_dir: Box<str>,
     ctx: HostContext,
 }
 
-// SAFETY: `ctx.data` points to the AtomicBool kept alive by `cancel`.
+// SAFETY: `ctx.data` points to the StopFlags kept alive (at a fixed address) by `stop`.
 unsafe impl Send for HostServices {}
 unsafe impl Sync for HostServices {}
 
@@ -34,10 +48,14 @@ impl HostServices {
         cuda_device: Option<i32>,
         state_dir: &std::path::Path,
     ) -> Arc<HostServices> {
-        let data = Arc::as_ptr(&cancel) as *mut c_void;
+        let stop = Box::new(StopFlags {
+            cancel,
+            failed: AtomicBool::new(false),
+        });
+        let data = &*stop as *const StopFlags as *mut c_void;
         let state_dir: Box<str> = state_dir.to_string_lossy().into();
         Arc::new(HostServices {
-            cancel,
+            stop,
             ctx: HostContext {
                 state_dir: StrRef::new(&state_dir),
                 abi_version: ABI_VERSION,
@@ -50,8 +68,9 @@ impl HostServices {
         })
     }
 
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
+    /// The run's stop flags (the runtime sets `failed`).
+    pub fn stop(&self) -> &StopFlags {
+        &self.stop
     }
 
     pub fn context(&self) -> *const HostContext {
@@ -74,9 +93,9 @@ unsafe extern "C" fn host_log(_data: *mut c_void, level: u32, target: StrRef, me
 }
 
 unsafe extern "C" fn host_is_cancelled(data: *mut c_void) -> bool {
-    // SAFETY: `data` is the cancellation flag owned by the HostServices of this context.
-    let flag = unsafe { &*(data as *const AtomicBool) };
-    flag.load(Ordering::Relaxed)
+    // SAFETY: `data` is the StopFlags owned by the HostServices of this context.
+    let flags = unsafe { &*(data as *const StopFlags) };
+    flags.stopping()
 }
 
 /// Where a stage's outputs go.

@@ -158,9 +158,9 @@ pub struct RunOptions {
 /// State shared by every stage of a run.
 struct RunShared {
     pipeline: String,
-    cancel: Arc<AtomicBool>,
-    /// A `fail` error happened: stop producing and drop queued items unprocessed.
-    failed: AtomicBool,
+    /// Ctrl-C, and `failed`: a `fail` error happened, so stop producing and drop queued items
+    /// unprocessed. Shared with the plugins' `is_cancelled`.
+    host: Arc<HostServices>,
     failure: Mutex<Option<String>>,
     dead_letter_path: std::path::PathBuf,
     dead_letter: Mutex<Option<File>>,
@@ -168,7 +168,11 @@ struct RunShared {
 
 impl RunShared {
     fn stopping(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed) || self.failed.load(Ordering::Relaxed)
+        self.host.stop().stopping()
+    }
+
+    fn failed(&self) -> &AtomicBool {
+        &self.host.stop().failed
     }
 
     fn write_dead_letter(&self, record: serde_json::Value) -> Result<()> {
@@ -316,7 +320,7 @@ fn handle_error(
                     stage.id, stage.type_name
                 ));
             }
-            run.failed.store(true, Ordering::SeqCst);
+            run.failed().store(true, Ordering::SeqCst);
             Status::Cancelled
         }
         OnError::Skip => {
@@ -378,8 +382,7 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<RunReport> {
     let host = HostServices::new(opts.cancel.clone(), opts.cuda_device, &plan.state_dir);
     let run = RunShared {
         pipeline: plan.name.clone(),
-        cancel: opts.cancel.clone(),
-        failed: AtomicBool::new(false),
+        host: host.clone(),
         failure: Mutex::new(None),
         dead_letter_path: plan.dead_letter.clone(),
         dead_letter: Mutex::new(None),
@@ -574,7 +577,7 @@ fn worker(
         Some(rx) => {
             for env in rx.iter() {
                 rt.counters.items_in.fetch_add(1, Ordering::Relaxed);
-                if run.failed.load(Ordering::Relaxed) {
+                if run.failed().load(Ordering::Relaxed) {
                     // The run is failing: drain without work (the source may retry it later).
                     if let Some(root) = &env.root {
                         root.mark(Outcome::Abandoned);

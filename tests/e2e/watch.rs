@@ -589,6 +589,74 @@ fn polling_alone_finds_series_where_events_never_arrive() {
     assert_eq!(nii.dims, reference_dims(MOSAIC));
 }
 
+#[test]
+fn a_stage_failing_with_on_error_fail_stops_the_watch() {
+    let site = Site::new();
+    let lib = mindscan_e2e::faulty_plugin();
+    let p = site.root.join("fail.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "pipeline: watch-fail
+state_dir: {state}
+plugins: [{lib}]
+stages:
+  - id: watch
+    use: watch.folder
+    workers: 3
+    params: {{paths: [{incoming}], settle: 200ms, stable_age: 500ms}}
+  - id: broken
+    use: test.fail
+    inputs: [watch]
+    on_error: fail
+    params: {{every: 1}}
+  - id: nifti
+    use: nifti.write
+    inputs: [broken]
+    params: {{out: {out}}}
+",
+            state = site.state.display(),
+            lib = lib.display(),
+            incoming = site.incoming.display(),
+            out = site.out.display(),
+        ),
+    )
+    .unwrap();
+    let mut child = site.start(&p, "run.log");
+    site.wait_done(0, &mut child, "run.log"); // watching
+    for f in series_files(MOSAIC) {
+        deliver(
+            &f,
+            &site.incoming.join(f.file_name().unwrap()),
+            Arrival::Plain,
+        );
+    }
+    // The run ends by itself (hang guard only), as a batch run would, with the stage's error.
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!(
+                "the watch kept running after a fail error:\n{}",
+                site.log("run.log")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = site.log("run.log");
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("deliberate failure"), "{log}");
+    // Not finished, so a restart (with the stage fixed) processes it again.
+    assert_eq!(
+        site.count("SELECT COUNT(*) FROM series WHERE state = 'done'"),
+        0,
+        "{log}"
+    );
+}
+
 /// Resident memory of a process, from /proc (Linux).
 fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -120,11 +120,40 @@ pub struct WatchFolder {
     watcher_done: AtomicBool,
 }
 
-/// One split of a series to decode and emit.
+/// What a decoder turns into a `volume` item.
+enum Volume {
+    /// One split of a DICOM series.
+    Dicom(Planned),
+    /// A NIfTI file, with its journal-unique name.
+    Nifti { path: PathBuf, stem: String },
+}
+
+impl Volume {
+    fn load(&self, deid: &DeidOptions, lenient: bool, ctx: &Context) -> Result<Item> {
+        match self {
+            Volume::Dicom(p) => load_planned(p, deid, lenient, &|w| ctx.warn(w)),
+            Volume::Nifti { path, stem } => {
+                let mut item =
+                    mindscan_plugin_nifti::stages::volume_item(path, read_nifti(path)?, true)?;
+                item.meta.set("stem", stem);
+                Ok(item)
+            }
+        }
+    }
+
+    fn source(&self) -> String {
+        match self {
+            Volume::Dicom(p) => p.source.clone(),
+            Volume::Nifti { path, .. } => path.display().to_string(),
+        }
+    }
+}
+
+/// One volume to decode and emit.
 struct DecodeJob {
     fid: String,
     key: String,
-    planned: Planned,
+    volume: Volume,
     version: u32,
     replay: bool,
 }
@@ -166,7 +195,7 @@ impl WatchFolder {
         if out.wait_ready().is_err() {
             return Decoded::Abandoned;
         }
-        match load_planned(&job.planned, &self.deid, self.lenient, &|w| ctx.warn(w)) {
+        match job.volume.load(&self.deid, self.lenient, ctx) {
             Ok(mut item) => {
                 item.meta.set(keys::KEY, &job.key);
                 item.meta.set("version", job.version);
@@ -179,7 +208,7 @@ impl WatchFolder {
                 }
             }
             Err(e) => {
-                let _ = out.item_error(&job.key, &job.planned.source, &e);
+                let _ = out.item_error(&job.key, &job.volume.source(), &e);
                 Decoded::Failed
             }
         }
@@ -234,6 +263,14 @@ impl Stage for WatchFolder {
             // One watcher per stage; the other workers decode the series it hands them.
             return self.decode_jobs(ctx, out);
         }
+        // However the watcher ends (journal error included), the decoders must learn it.
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let _done = Done(&self.watcher_done);
         let state = ctx.host().state_dir().join(ctx.stage_id());
         let state = absolute(&state);
         let journal = Journal::open(&state)?;
@@ -254,7 +291,6 @@ impl Stage for WatchFolder {
         let _ = out.take_completed();
         let result = w.run(out);
         w.drain(out);
-        self.watcher_done.store(true, Ordering::Release);
         w.summary();
         match result {
             Err(e) if !e.is::<Cancelled>() => Err(e),
@@ -295,12 +331,12 @@ struct Collecting {
     headers: Vec<ParsedHeader>,
 }
 
-/// A series version named and journaled, ready to decode: (item key, planned split) parts.
+/// A series version named and journaled, ready to decode: (item key, volume) parts.
 struct Prepared {
     fid: String,
     version: u32,
     replay: bool,
-    parts: Vec<(String, Planned)>,
+    parts: Vec<(String, Volume)>,
 }
 
 /// An emitted series version waiting for its completions.
@@ -839,17 +875,7 @@ impl Watcher<'_> {
             out.item_error(&stem, &source, &anyhow!("series {stem}: no readable image"))?;
             return Ok(None);
         }
-        let fid = flight_id(series, version);
-        self.flights.insert(
-            fid.clone(),
-            Flight {
-                series: series.to_string(),
-                version,
-                stem,
-                remaining: planned.len(),
-                outcome: Outcome::Done,
-            },
-        );
+        let fid = self.start_flight(series, version, stem, planned.len());
         let parts = planned
             .into_iter()
             .map(|p| {
@@ -858,7 +884,7 @@ impl Watcher<'_> {
                 } else {
                     p.series.id.clone()
                 };
-                (key, p)
+                (key, Volume::Dicom(p))
             })
             .collect();
         Ok(Some(Prepared {
@@ -872,12 +898,12 @@ impl Watcher<'_> {
     /// Hands the parts of a prepared series to the decoder workers (or decodes them here when
     /// the stage has one worker).
     fn dispatch(&mut self, p: Prepared, out: &mut Emitter) -> Result<()> {
-        for (key, planned) in p.parts {
+        for (key, volume) in p.parts {
             self.keys.insert(key.clone(), p.fid.clone());
             let mut job = DecodeJob {
                 fid: p.fid.clone(),
                 key,
-                planned,
+                volume,
                 version: p.version,
                 replay: p.replay,
             };
@@ -935,7 +961,6 @@ impl Watcher<'_> {
         out: &mut Emitter,
     ) -> Result<()> {
         let series = format!("nifti:{}", path.to_string_lossy());
-        out.wait_ready()?;
         let stem = match stem {
             Some(s) => s,
             None => {
@@ -945,47 +970,41 @@ impl Watcher<'_> {
         };
         self.journal
             .mark_emitted(&series, version, "nifti", &stem, 1)?;
-        let fid = flight_id(&series, version);
-        self.flights.insert(
-            fid.clone(),
-            Flight {
-                series: series.clone(),
-                version,
-                stem: stem.clone(),
-                remaining: 1,
-                outcome: Outcome::Done,
-            },
-        );
+        let fid = self.start_flight(&series, version, stem.clone(), 1);
         let key = if version > 1 {
             format!("{}#v{version}", path.display())
         } else {
             path.display().to_string()
         };
-        let loaded = read_nifti(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|v| mindscan_plugin_nifti::stages::volume_item(path, v, true));
-        match loaded {
-            Ok(mut item) => {
-                item.meta.set(keys::KEY, &key);
-                item.meta.set("stem", &stem);
-                item.meta.set("version", version);
-                if replay {
-                    item.meta.set("replay", true);
-                }
-                self.keys.insert(key.clone(), fid.clone());
-                let r = out.emit(item);
-                if r.is_err() {
-                    self.keys.remove(&key);
-                    self.flight_part_ended(&fid, Outcome::Abandoned)?;
-                }
-                r
-            }
-            Err(e) => {
-                self.flight_part_ended(&fid, Outcome::Failed)?;
-                let p = path.display().to_string();
-                out.item_error(&key, &p, &e)
-            }
-        }
+        let volume = Volume::Nifti {
+            path: path.to_path_buf(),
+            stem,
+        };
+        self.dispatch(
+            Prepared {
+                fid,
+                version,
+                replay,
+                parts: vec![(key, volume)],
+            },
+            out,
+        )
+    }
+
+    /// Starts waiting for the `parts` items of a series version; returns its flight id.
+    fn start_flight(&mut self, series: &str, version: u32, stem: String, parts: usize) -> String {
+        let fid = flight_id(series, version);
+        self.flights.insert(
+            fid.clone(),
+            Flight {
+                series: series.to_string(),
+                version,
+                stem,
+                remaining: parts,
+                outcome: Outcome::Done,
+            },
+        );
+        fid
     }
 
     /// One item of a flight ended; when it was the last, the journal records the outcome.

@@ -122,8 +122,8 @@ pub struct WatchFolder {
 
 /// What a decoder turns into a `volume` item.
 enum Volume {
-    /// One split of a DICOM series.
-    Dicom(Planned),
+    /// One split of a DICOM series (boxed: a planned series is large).
+    Dicom(Box<Planned>),
     /// A NIfTI file, with its journal-unique name.
     Nifti { path: PathBuf, stem: String },
 }
@@ -884,7 +884,7 @@ impl Watcher<'_> {
                 } else {
                     p.series.id.clone()
                 };
-                (key, Volume::Dicom(p))
+                (key, Volume::Dicom(Box::new(p)))
             })
             .collect();
         Ok(Some(Prepared {

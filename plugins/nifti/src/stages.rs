@@ -42,7 +42,8 @@ pub fn stem(path: &Path) -> String {
     name
 }
 
-fn is_nifti(p: &Path) -> bool {
+/// Whether a path names a NIfTI file (`.nii` or `.nii.gz`, any case).
+pub fn is_nifti(p: &Path) -> bool {
     let n = p.to_string_lossy().to_ascii_lowercase();
     n.ends_with(".nii") || n.ends_with(".nii.gz")
 }

@@ -27,6 +27,7 @@ use mindscan_plugin_dicom::core::{
 };
 use mindscan_plugin_dicom::stages::{Planned, deid_options, load_planned, plan_series};
 use mindscan_plugin_nifti::format::read_nifti;
+use mindscan_plugin_nifti::stages::is_nifti;
 use mindscan_sdk::Cancelled;
 use mindscan_sdk::prelude::*;
 use rayon::prelude::*;
@@ -307,11 +308,6 @@ fn absolute(p: &Path) -> PathBuf {
             .map(|d| d.join(p))
             .unwrap_or_else(|_| p.to_path_buf())
     }
-}
-
-fn is_nifti_name(p: &Path) -> bool {
-    let n = p.to_string_lossy().to_ascii_lowercase();
-    n.ends_with(".nii") || n.ends_with(".nii.gz")
 }
 
 /// A file seen but not yet settled.
@@ -624,7 +620,7 @@ impl Watcher<'_> {
         type Identity = Result<(FileIdentity, Option<ParsedHeader>), DicomError>;
         let identities: Vec<Option<Identity>> = settled
             .par_iter()
-            .map(|p| (!is_nifti_name(p)).then(|| identify_keeping(p)))
+            .map(|p| (!is_nifti(p)).then(|| identify_keeping(p)))
             .collect();
         let mut rows = Vec::new();
         let mut niftis = Vec::new();
@@ -641,7 +637,7 @@ impl Watcher<'_> {
                 sop: None,
                 note: None,
             };
-            if is_nifti_name(&p) {
+            if is_nifti(&p) {
                 if self.cfg.nifti {
                     row.kind = FileKind::Nifti;
                     row.series = Some(format!("nifti:{path}"));

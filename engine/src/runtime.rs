@@ -302,7 +302,12 @@ fn handle_error(
 ) -> Status {
     stage.counters.errors.fetch_add(1, Ordering::Relaxed);
     if let Some(root) = env.and_then(|e| e.root.as_ref()) {
-        root.mark(Outcome::Failed);
+        // `fail` stops the run because of this item: nothing was skipped, so the source may
+        // process it again next time. `skip` / `dead_letter` settle it as failed.
+        root.mark(match stage.on_error {
+            OnError::Fail => Outcome::Abandoned,
+            _ => Outcome::Failed,
+        });
     }
     let item = env.map(|e| &*e.item);
     let what = match (key.is_empty(), source.is_empty()) {

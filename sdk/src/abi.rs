@@ -115,9 +115,11 @@ pub struct ErrorSink {
 pub enum Outcome {
     /// Every stage that received the item, or an item derived from it, returned without error.
     Done = 0,
-    /// Some stage reported an error for the item or for an item derived from it.
+    /// A stage with `on_error: skip` or `dead_letter` reported an error for the item or for
+    /// an item derived from it.
     Failed = 1,
-    /// The run stopped (a `fail` error elsewhere) before the item was fully processed.
+    /// The run stopped (a `fail` error, for this item or another) before the item was fully
+    /// processed: a source may process it again on its next run.
     Abandoned = 2,
 }
 

@@ -649,12 +649,13 @@ stages:
     let log = site.log("run.log");
     assert!(!status.success(), "{log}");
     assert!(log.contains("deliberate failure"), "{log}");
-    // Not finished, so a restart (with the stage fixed) processes it again.
+    // Left `emitted`, so a restart (with the stage fixed) processes it again.
     assert_eq!(
-        site.count("SELECT COUNT(*) FROM series WHERE state = 'done'"),
-        0,
+        site.count("SELECT COUNT(*) FROM series WHERE state = 'emitted'"),
+        1,
         "{log}"
     );
+    assert_eq!(site.count("SELECT COUNT(*) FROM series"), 1, "{log}");
 }
 
 /// Resident memory of a process, from /proc (Linux).

@@ -208,10 +208,11 @@ impl WatchFolder {
                     Err(_) => Decoded::Abandoned,
                 }
             }
-            Err(e) => {
-                let _ = out.item_error(&job.key, &job.volume.source(), &e);
-                Decoded::Failed
-            }
+            // With `on_error: fail` the run stops here: left to be processed again next time.
+            Err(e) => match out.item_error(&job.key, &job.volume.source(), &e) {
+                Ok(()) => Decoded::Failed,
+                Err(_) => Decoded::Abandoned,
+            },
         }
     }
 }
@@ -856,6 +857,14 @@ impl Watcher<'_> {
         self.journal
             .mark_emitted(series, version, "dicom", &stem, files.len())?;
         if planned.is_empty() {
+            let source = files
+                .first()
+                .and_then(|p| p.parent())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            // Reported first: with `on_error: fail` the run stops and the version stays
+            // `emitted`, to be tried again on the next start.
+            out.item_error(&stem, &source, &anyhow!("series {stem}: no readable image"))?;
             self.journal.mark_finished(
                 series,
                 version,
@@ -863,12 +872,6 @@ impl Watcher<'_> {
                 Some("no readable image"),
             )?;
             self.stats.failed += 1;
-            let source = files
-                .first()
-                .and_then(|p| p.parent())
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            out.item_error(&stem, &source, &anyhow!("series {stem}: no readable image"))?;
             return Ok(None);
         }
         let fid = self.start_flight(series, version, stem, planned.len());

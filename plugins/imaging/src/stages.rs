@@ -9,9 +9,9 @@ use mindscan_sdk::prelude::*;
 
 use crate::core::{
     CanonicalView, ContactSheetTile, EmptySliceRule, FrameSelection, ManifestFormat, ManifestRow,
-    ManifestWriter, NameFields, NameTemplate, Plane, SliceOptions, SliceSelection, Window,
-    WindowSpec, contact_sheet_png, encode_jpeg, encode_png_u8, encode_png_u16, extract_slice,
-    file_stem, relative_path, write_atomic,
+    ManifestWriter, NameFields, NameTemplate, Plane, Slice2D, SliceOptions, SlicePixels,
+    SliceSelection, Voxel, Voxels, Window, WindowSpec, contact_sheet_png, encode_jpeg,
+    encode_png_u8, encode_png_u16, extract_slice_typed, file_stem, relative_path, write_atomic,
 };
 use crate::histogram::integer_percentile_window;
 
@@ -107,13 +107,10 @@ impl Stage for IntensityWindow {
             WindowSpec::Percentile { lo, hi } => {
                 match integer_percentile_window(item.data()?, lo, hi)? {
                     Some(w) => Some(w),
-                    None => self.spec.volume_window(&item.data()?.to_f32_vec()?),
+                    None => self.float_window(item.data()?)?,
                 }
             }
-            WindowSpec::MinMax => match integer_percentile_window(item.data()?, 0.0, 100.0)? {
-                Some(w) => Some(w),
-                None => self.spec.volume_window(&item.data()?.to_f32_vec()?),
-            },
+            WindowSpec::MinMax => voxels(item.data()?)?.min_max(),
         };
         let mode = match self.spec {
             WindowSpec::Percentile { .. } => "percentile",
@@ -128,6 +125,16 @@ impl Stage for IntensityWindow {
         }
         item.meta.set(keys::WINDOW, record);
         out.emit(item)
+    }
+}
+
+impl IntensityWindow {
+    /// Window of a volume that is not 8/16-bit integer (float32 data is read in place).
+    fn float_window(&self, t: &Tensor) -> Result<Option<Window>> {
+        Ok(match t.dtype() {
+            DType::F32 => self.spec.volume_window(t.as_slice::<f32>()?),
+            _ => self.spec.volume_window(&t.to_f32_vec()?),
+        })
     }
 }
 
@@ -320,42 +327,43 @@ impl Stage for VolumeSlice {
         if !t.is_f_contiguous() {
             bail!("volume.slice needs NIfTI voxel order (i fastest)");
         }
-        let frames_total: usize = shape[3..].iter().product::<usize>().max(1);
-        // Integer volumes are converted once into this worker's reusable buffer.
-        thread_local! {
-            static F32_BUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        // Slices are cut in the volume's own dtype: no float copy of the volume.
+        match t.dtype() {
+            DType::U8 => self.cut_volume::<u8>(&item, t, &shape, out),
+            DType::I8 => self.cut_volume::<i8>(&item, t, &shape, out),
+            DType::U16 => self.cut_volume::<u16>(&item, t, &shape, out),
+            DType::I16 => self.cut_volume::<i16>(&item, t, &shape, out),
+            DType::U32 => self.cut_volume::<u32>(&item, t, &shape, out),
+            DType::I32 => self.cut_volume::<i32>(&item, t, &shape, out),
+            DType::U64 => self.cut_volume::<u64>(&item, t, &shape, out),
+            DType::I64 => self.cut_volume::<i64>(&item, t, &shape, out),
+            DType::F32 => self.cut_volume::<f32>(&item, t, &shape, out),
+            DType::F64 => self.cut_volume::<f64>(&item, t, &shape, out),
+            DType::C64 | DType::C128 => {
+                bail!("volume.slice needs real voxels; take the magnitude of complex data first")
+            }
         }
-        let mut buf = F32_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        let result = self.cut_volume(&item, t, &shape, frames_total, &mut buf, out);
-        // Keep the buffer for the next volume unless it is unusually large.
-        if buf.capacity() <= 256 << 20 {
-            F32_BUF.with(|b| *b.borrow_mut() = buf);
-        }
-        result
     }
 }
 
 impl VolumeSlice {
-    fn cut_volume(
+    fn cut_volume<T: Element + Voxel>(
         &self,
         item: &Item,
         t: &Tensor,
         shape: &[usize],
-        frames_total: usize,
-        buf: &mut Vec<f32>,
         out: &mut Emitter,
     ) -> Result<()> {
+        let frames_total: usize = shape[3..].iter().product::<usize>().max(1);
         let affine = item.meta.affine().context("volume has no affine")?;
-        let data: &[f32] = if t.dtype() == DType::F32 {
-            t.as_slice::<f32>()?
-        } else {
-            t.to_f32_into(buf)?;
-            buf
-        };
+        let data: &[T] = t.as_slice::<T>()?;
         let view = CanonicalView::new(data, [shape[0], shape[1], shape[2]], frames_total, &affine)
             .map_err(|e| anyhow!("{e}"))?;
         let (window, _) = recorded_window(&item.meta);
-        let empty_window = window.or_else(|| crate::core::min_max(data));
+        let empty_window = match (self.empty, window) {
+            (Some(_), None) => crate::core::min_max(data),
+            _ => window,
+        };
         let frames = self
             .frames
             .resolve(frames_total)
@@ -365,7 +373,7 @@ impl VolumeSlice {
             let n = plane.slice_count(&view);
             let indices = self.slices.resolve(n).map_err(|e| anyhow!("{e}"))?;
             for &frame in &frames {
-                let emit_slice = |s: crate::core::Slice2D, count: usize, out: &mut Emitter| {
+                let emit_slice = |s: Slice2D<SlicePixels<T>>, count: usize, out: &mut Emitter| {
                     let key = if frames_total > 1 {
                         format!("{base_key}#{}/f{frame}/{}", plane.name(), s.index)
                     } else {
@@ -380,15 +388,20 @@ impl VolumeSlice {
                     meta.set(keys::FRAME, frame);
                     meta.set(keys::SLICE_COUNT, count);
                     meta.set(keys::SPACING, [s.spacing_row, s.spacing_col]);
+                    let dims = [s.rows, s.cols];
+                    let tensor = match s.data {
+                        SlicePixels::Native(v) => Tensor::from_vec(v, &dims),
+                        SlicePixels::Resampled(v) => Tensor::from_vec(v, &dims),
+                    };
                     let img = Item {
                         kind: kinds::IMAGE.to_string(),
                         meta,
-                        tensors: vec![("data".into(), Tensor::from_vec(s.data, &[s.rows, s.cols]))],
+                        tensors: vec![("data".into(), tensor)],
                     };
                     out.emit(img)
                 };
                 let cut = |index: usize| {
-                    extract_slice(&view, plane, index, frame, &self.opts)
+                    extract_slice_typed(&view, plane, index, frame, &self.opts)
                         .map_err(|e| anyhow!("{e}"))
                 };
                 match (self.empty, empty_window) {
@@ -397,7 +410,11 @@ impl VolumeSlice {
                         let mut kept = Vec::with_capacity(indices.len());
                         for &index in &indices {
                             let s = cut(index)?;
-                            if !rule.is_near_empty(&s.data, w) {
+                            let empty = match &s.data {
+                                SlicePixels::Native(v) => rule.is_near_empty(v, w),
+                                SlicePixels::Resampled(v) => rule.is_near_empty(v, w),
+                            };
+                            if !empty {
                                 kept.push(s);
                             }
                         }
@@ -584,18 +601,18 @@ impl Stage for ImageWrite {
         };
         let (rows, cols) = (*rows, *cols);
         let owned;
-        let px: &[f32] = if t.dtype() == DType::F32 && t.is_c_contiguous() {
-            t.as_slice::<f32>()?
+        let px = if t.is_c_contiguous() {
+            voxels(t)?
         } else {
             owned = t.to_f32_vec()?;
-            &owned
+            Voxels::F32(&owned)
         };
         let m = &item.meta;
         let (recorded, per_slice) = recorded_window(m);
         let window = match recorded {
             Some(w) if !per_slice => w,
             // No window chosen upstream, or per-slice mode: this image's own min-max.
-            _ => crate::core::min_max(px).unwrap_or(Window { lo: 0.0, hi: 0.0 }),
+            _ => px.min_max().unwrap_or(Window { lo: 0.0, hi: 0.0 }),
         };
         let plane = m.str(keys::PLANE).unwrap_or("image").to_string();
         let index: usize = m.get(keys::INDEX).unwrap_or(0);
@@ -627,11 +644,11 @@ impl Stage for ImageWrite {
             })
             .map_err(|e| anyhow!("{e}"))?;
         let path = self.out.join(&rel);
-        let u8_pixels = (self.bit_depth == 8).then(|| window.map_u8(px));
+        let u8_pixels = (self.bit_depth == 8).then(|| px.map_u8(&window));
         let bytes = match (self.format, &u8_pixels) {
             (ImageFormat::Jpg, Some(p)) => encode_jpeg(p, rows, cols, self.quality),
             (ImageFormat::Png, Some(p)) => encode_png_u8(p, rows, cols),
-            (_, None) => encode_png_u16(&window.map_u16(px), rows, cols),
+            (_, None) => encode_png_u16(&px.map_u16(&window), rows, cols),
         }
         .map_err(|e| anyhow!("{e}"))?;
         write_atomic(&path, &bytes).with_context(|| format!("{}: cannot write", path.display()))?;
@@ -675,7 +692,7 @@ impl Stage for ImageWrite {
             let expected: usize = m.get(keys::SLICE_COUNT).unwrap_or(0);
             let pixels = match u8_pixels {
                 Some(p) => p,
-                None => window.map_u8(px),
+                None => px.map_u8(&window),
             };
             let vol_key = m.str("volume_key").unwrap_or(&source).to_string();
             let done = {
@@ -758,6 +775,25 @@ impl ImageWrite {
         write_atomic(&self.out.join(name), &png)?;
         Ok(())
     }
+}
+
+/// The elements of a dense CPU tensor of any real dtype.
+fn voxels(t: &Tensor) -> Result<Voxels<'_>> {
+    Ok(match t.dtype() {
+        DType::U8 => Voxels::U8(t.as_slice()?),
+        DType::I8 => Voxels::I8(t.as_slice()?),
+        DType::U16 => Voxels::U16(t.as_slice()?),
+        DType::I16 => Voxels::I16(t.as_slice()?),
+        DType::U32 => Voxels::U32(t.as_slice()?),
+        DType::I32 => Voxels::I32(t.as_slice()?),
+        DType::U64 => Voxels::U64(t.as_slice()?),
+        DType::I64 => Voxels::I64(t.as_slice()?),
+        DType::F32 => Voxels::F32(t.as_slice()?),
+        DType::F64 => Voxels::F64(t.as_slice()?),
+        DType::C64 | DType::C128 => {
+            bail!("complex images have no real value; take the magnitude first")
+        }
+    })
 }
 
 fn thumb_dims(rows: usize, cols: usize) -> (usize, usize) {

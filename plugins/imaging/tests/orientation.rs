@@ -3,8 +3,8 @@
 
 use mindscan_plugin_imaging::core::orient::{CanonicalView, Orientation};
 use mindscan_plugin_imaging::core::slice::{
-    FrameSelection, Plane, SliceOptions, SliceSelection, extract_slice, resample_bilinear,
-    square_pixel_geometry,
+    FrameSelection, Plane, SliceOptions, SlicePixels, SliceSelection, extract_slice,
+    extract_slice_typed, resample_bilinear, square_pixel_geometry,
 };
 
 type Affine = [[f64; 4]; 4];
@@ -143,7 +143,7 @@ fn rejects_bad_inputs() {
         row[i] = 1.0;
     }
     assert!(CanonicalView::new(&[0.0; 5], [2, 2, 1], 1, &aff).is_err());
-    assert!(CanonicalView::new(&[], [0, 2, 1], 1, &aff).is_err());
+    assert!(CanonicalView::<f32>::new(&[], [0, 2, 1], 1, &aff).is_err());
     aff[0][0] = f64::NAN;
     assert!(CanonicalView::new(&[0.0; 4], [2, 2, 1], 1, &aff).is_err());
 }
@@ -203,6 +203,42 @@ fn slices_identical_for_every_storage_layout_isotropic() {
 #[test]
 fn slices_identical_for_every_storage_layout_anisotropic() {
     check_invariance([1.0, 3.0, 2.0]);
+}
+
+/// Slices cut from an integer volume in its own dtype hold exactly the values of the float path,
+/// in every storage layout; they become f32 only where square-pixel resampling interpolates.
+#[test]
+fn integer_volumes_are_cut_in_their_own_dtype() {
+    let n = [5, 6, 7];
+    let ras = ras_volume(n);
+    for spacing in [[1.0, 1.0, 1.0], [1.0, 3.0, 2.0]] {
+        for &codes in LAYOUTS {
+            let (data, dims, aff) = store_as(&ras, n, spacing, codes);
+            let ints: Vec<i32> = data.iter().map(|&v| v as i32).collect();
+            let fview = CanonicalView::new(&data, dims, 1, &aff).unwrap();
+            let iview = CanonicalView::new(&ints, dims, 1, &aff).unwrap();
+            for plane in Plane::ALL {
+                for index in [0, plane.slice_count(&fview) - 1] {
+                    let opts = SliceOptions::default();
+                    let f = extract_slice(&fview, plane, index, 0, &opts).unwrap();
+                    let t = extract_slice_typed(&iview, plane, index, 0, &opts).unwrap();
+                    assert_eq!((t.rows, t.cols), (f.rows, f.cols));
+                    let (nr, nc) = plane.native_shape(&fview);
+                    match t.data {
+                        SlicePixels::Native(v) => {
+                            assert_eq!((nr, nc), (f.rows, f.cols), "{codes} {plane:?}");
+                            let as_f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+                            assert_eq!(as_f, f.data, "{codes} {plane:?} {index}");
+                        }
+                        SlicePixels::Resampled(v) => {
+                            assert_ne!((nr, nc), (f.rows, f.cols), "{codes} {plane:?}");
+                            assert_eq!(v, f.data, "{codes} {plane:?} {index}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Independent statement of the convention on the RAS-canonical volume.

@@ -162,3 +162,32 @@ fn phases_single_thread() {
         );
     });
 }
+
+/// Window mapping cost per pixel, f32 and 16-bit integer pixels.
+#[test]
+#[ignore]
+fn window_mapping_per_pixel() {
+    use mindscan_plugin_imaging::core::{Voxels, Window};
+    let n = 96 * 128;
+    let ints: Vec<i16> = (0..n).map(|i| (i % 1200) as i16).collect();
+    let floats: Vec<f32> = ints.iter().map(|&v| v as f32).collect();
+    let w = Window {
+        lo: 3.0,
+        hi: 1100.0,
+    };
+    let mut dst = vec![0u8; n];
+    let bytes: Vec<u8> = ints.iter().map(|&v| (v % 256) as u8).collect();
+    for (label, px) in [
+        ("f32", Voxels::F32(&floats)),
+        ("i16", Voxels::I16(&ints)),
+        ("u8", Voxels::U8(&bytes)),
+    ] {
+        let t0 = Instant::now();
+        for _ in 0..2000 {
+            px.map_u8_into(&w, &mut dst);
+            std::hint::black_box(&mut dst);
+        }
+        let ns = t0.elapsed().as_secs_f64() * 1e9 / (2000 * n) as f64;
+        println!("{label}: {ns:.3} ns/pixel");
+    }
+}

@@ -6,7 +6,7 @@
 //!
 //! # Conventions
 //!
-//! * A volume is a `&[f32]` with dims `[ni, nj, nk]` (plus an optional frame
+//! * A volume is a `&[T]` of any real [`Voxel`] type with dims `[ni, nj, nk]` (plus an optional frame
 //!   count `nt`), stored with `i` fastest (NIfTI order):
 //!   `index = i + ni * (j + nj * (k + nk * t))`.
 //! * The 4x4 `affine` maps voxel `(i, j, k)` to world RAS+ millimetres
@@ -22,6 +22,7 @@ pub mod manifest;
 pub mod naming;
 pub mod orient;
 pub mod slice;
+pub mod voxel;
 pub mod window;
 
 pub use encode::{
@@ -33,9 +34,11 @@ pub use manifest::{ManifestFormat, ManifestRow, ManifestWriter, relative_path};
 pub use naming::{NameFields, NameTemplate, NamingError, file_stem};
 pub use orient::{CanonicalView, OrientError, Orientation};
 pub use slice::{
-    EmptySliceRule, FrameSelection, Plane, Slice2D, SliceError, SliceOptions, SliceSelection,
-    extract_native_into, extract_slice, foreground_fraction, is_near_empty, resample_bilinear,
+    EmptySliceRule, FrameSelection, Plane, Slice2D, SliceError, SliceOptions, SlicePixels,
+    SliceSelection, extract_native_into, extract_slice, extract_slice_typed, foreground_fraction,
+    is_near_empty, resample_bilinear,
 };
+pub use voxel::{Voxel, Voxels};
 pub use window::{
     Window, WindowSpec, min_max, percentile, percentile_f32, percentile_window, percentiles,
 };

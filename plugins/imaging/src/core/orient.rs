@@ -196,8 +196,8 @@ impl Orientation {
 /// Index `[x, y, z]`: `x = 0` is the patient's most Left voxel plane, `y = 0` the
 /// most Posterior, `z = 0` the most Inferior.
 #[derive(Debug, Clone, Copy)]
-pub struct CanonicalView<'a> {
-    data: &'a [f32],
+pub struct CanonicalView<'a, T = f32> {
+    data: &'a [T],
     dims: [usize; 3],
     frames: usize,
     orientation: Orientation,
@@ -207,10 +207,10 @@ pub struct CanonicalView<'a> {
     spacing: [f64; 3],
 }
 
-impl<'a> CanonicalView<'a> {
+impl<'a, T: Copy> CanonicalView<'a, T> {
     /// Builds the view. `data.len()` must equal `ni * nj * nk * frames` (`frames >= 1`).
     pub fn new(
-        data: &'a [f32],
+        data: &'a [T],
         dims: [usize; 3],
         frames: usize,
         affine: &[[f64; 4]; 4],
@@ -290,12 +290,12 @@ impl<'a> CanonicalView<'a> {
     }
 
     /// All voxel data (every frame).
-    pub fn data(&self) -> &'a [f32] {
+    pub fn data(&self) -> &'a [T] {
         self.data
     }
 
     /// The voxels of frame `t` in storage order.
-    pub fn frame_data(&self, t: usize) -> &'a [f32] {
+    pub fn frame_data(&self, t: usize) -> &'a [T] {
         let n = self.dims[0] * self.dims[1] * self.dims[2];
         &self.data[t * n..(t + 1) * n]
     }
@@ -313,7 +313,7 @@ impl<'a> CanonicalView<'a> {
     /// Voxel value at RAS-canonical `[x, y, z]` in frame `t`.
     ///
     /// Panics when out of bounds.
-    pub fn get(&self, idx: [usize; 3], t: usize) -> f32 {
+    pub fn get(&self, idx: [usize; 3], t: usize) -> T {
         for w in 0..3 {
             assert!(idx[w] < self.shape[w], "index out of bounds");
         }

@@ -38,6 +38,7 @@
 use std::fmt;
 
 use super::orient::CanonicalView;
+use super::voxel::Voxel;
 use super::window::Window;
 
 /// Errors from slicing.
@@ -135,25 +136,25 @@ impl Plane {
     }
 
     /// Number of slices along this plane's normal.
-    pub fn slice_count(self, view: &CanonicalView<'_>) -> usize {
+    pub fn slice_count<T: Copy>(self, view: &CanonicalView<'_, T>) -> usize {
         view.shape()[self.axes(false).normal]
     }
 
     /// Native `(rows, cols)` of a slice (before square-pixel resampling).
-    pub fn native_shape(self, view: &CanonicalView<'_>) -> (usize, usize) {
+    pub fn native_shape<T: Copy>(self, view: &CanonicalView<'_, T>) -> (usize, usize) {
         let a = self.axes(false);
         (view.shape()[a.row], view.shape()[a.col])
     }
 
     /// Native `(spacing_row, spacing_col)` in mm.
-    pub fn native_spacing(self, view: &CanonicalView<'_>) -> (f64, f64) {
+    pub fn native_spacing<T: Copy>(self, view: &CanonicalView<'_, T>) -> (f64, f64) {
         let a = self.axes(false);
         (view.spacing()[a.row], view.spacing()[a.col])
     }
 
     /// Output `(rows, cols, spacing_row, spacing_col)` after square-pixel resampling
     /// (identical to the native values when in-plane spacing is isotropic).
-    pub fn output_geometry(self, view: &CanonicalView<'_>) -> (usize, usize, f64, f64) {
+    pub fn output_geometry<T: Copy>(self, view: &CanonicalView<'_, T>) -> (usize, usize, f64, f64) {
         let (rows, cols) = self.native_shape(view);
         let (sr, sc) = self.native_spacing(view);
         square_pixel_geometry(rows, cols, sr, sc)
@@ -203,10 +204,11 @@ impl Default for SliceOptions {
     }
 }
 
-/// A 2D slice, row-major, row 0 at the top.
+/// A 2D slice, row-major, row 0 at the top. `P` holds the pixels: f32 values from
+/// [`extract_slice`], [`SlicePixels`] from [`extract_slice_typed`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct Slice2D {
-    pub data: Vec<f32>,
+pub struct Slice2D<P = Vec<f32>> {
+    pub data: P,
     pub rows: usize,
     pub cols: usize,
     /// Pixel height in mm.
@@ -224,13 +226,13 @@ pub struct Slice2D {
 ///
 /// Contiguous storage runs are copied with `copy_from_slice` (or a reversed copy);
 /// other layouts use a strided gather that walks storage contiguously where it can.
-pub fn extract_native_into(
-    view: &CanonicalView<'_>,
+pub fn extract_native_into<T: Copy>(
+    view: &CanonicalView<'_, T>,
     plane: Plane,
     index: usize,
     frame: usize,
     radiological: bool,
-    out: &mut [f32],
+    out: &mut [T],
 ) -> Result<(usize, usize), SliceError> {
     let a = plane.axes(radiological);
     let shape = view.shape();
@@ -308,16 +310,58 @@ pub fn extract_native_into(
     Ok((rows, cols))
 }
 
-/// Extracts one slice with the display convention and optional square-pixel resampling.
-pub fn extract_slice(
-    view: &CanonicalView<'_>,
+/// The pixels of a slice: the volume's own values when they were copied, f32 when
+/// square-pixel resampling interpolated new ones.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlicePixels<T> {
+    Native(Vec<T>),
+    Resampled(Vec<f32>),
+}
+
+impl<T: Voxel> SlicePixels<T> {
+    /// The pixels as f32.
+    pub fn into_f32(self) -> Vec<f32> {
+        match self {
+            SlicePixels::Native(v) => v.into_iter().map(Voxel::to_f32).collect(),
+            SlicePixels::Resampled(v) => v,
+        }
+    }
+}
+
+/// Extracts one slice with the display convention and optional square-pixel resampling, as
+/// f32 values.
+pub fn extract_slice<T: Voxel>(
+    view: &CanonicalView<'_, T>,
     plane: Plane,
     index: usize,
     frame: usize,
     opts: &SliceOptions,
 ) -> Result<Slice2D, SliceError> {
+    let s = extract_slice_typed(view, plane, index, frame, opts)?;
+    Ok(Slice2D {
+        data: s.data.into_f32(),
+        rows: s.rows,
+        cols: s.cols,
+        spacing_row: s.spacing_row,
+        spacing_col: s.spacing_col,
+        plane: s.plane,
+        index: s.index,
+        frame: s.frame,
+    })
+}
+
+/// Like [`extract_slice`], keeping the volume's dtype unless resampling interpolates: a slice
+/// of a uint8 volume is a quarter of its f32 form, and no float copy of the volume is needed.
+pub fn extract_slice_typed<T: Voxel>(
+    view: &CanonicalView<'_, T>,
+    plane: Plane,
+    index: usize,
+    frame: usize,
+    opts: &SliceOptions,
+) -> Result<Slice2D<SlicePixels<T>>, SliceError> {
     let (rows, cols) = plane.native_shape(view);
-    let mut native = vec![0.0f32; rows * cols];
+    // Every element is overwritten by extract_native_into.
+    let mut native = vec![view.data()[0]; rows * cols];
     extract_native_into(view, plane, index, frame, opts.radiological, &mut native)?;
     let (sr, sc) = plane.native_spacing(view);
     let (r2, c2, sr2, sc2) = if opts.square_pixels {
@@ -326,9 +370,10 @@ pub fn extract_slice(
         (rows, cols, sr, sc)
     };
     let data = if (r2, c2) == (rows, cols) {
-        native
+        SlicePixels::Native(native)
     } else {
-        resample_bilinear(&native, rows, cols, r2, c2)
+        let f: Vec<f32> = native.into_iter().map(Voxel::to_f32).collect();
+        SlicePixels::Resampled(resample_bilinear(&f, rows, cols, r2, c2))
     };
     Ok(Slice2D {
         data,
@@ -489,21 +534,21 @@ impl EmptySliceRule {
     }
 
     /// Whether `img` is near-empty under this rule.
-    pub fn is_near_empty(&self, img: &[f32], window: Window) -> bool {
+    pub fn is_near_empty<T: Voxel>(&self, img: &[T], window: Window) -> bool {
         is_near_empty(img, self.threshold(window), self.min_foreground)
     }
 }
 
 /// Fraction of pixels strictly above `threshold` (NaN never counts); 0 for an empty image.
-pub fn foreground_fraction(img: &[f32], threshold: f32) -> f64 {
+pub fn foreground_fraction<T: Voxel>(img: &[T], threshold: f32) -> f64 {
     if img.is_empty() {
         return 0.0;
     }
-    let n: usize = img.iter().map(|&v| (v > threshold) as usize).sum();
+    let n: usize = img.iter().map(|&v| (v.to_f32() > threshold) as usize).sum();
     n as f64 / img.len() as f64
 }
 
 /// `true` when fewer than `min_foreground` of the pixels are above `threshold`.
-pub fn is_near_empty(img: &[f32], threshold: f32, min_foreground: f64) -> bool {
+pub fn is_near_empty<T: Voxel>(img: &[T], threshold: f32, min_foreground: f64) -> bool {
     foreground_fraction(img, threshold) < min_foreground
 }

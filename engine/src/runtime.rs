@@ -33,8 +33,9 @@ pub struct Envelope {
     root: Option<Arc<Root>>,
 }
 
-/// In-flight accounting of one source stage: how many of its items (with everything derived
-/// from them) are still in the pipeline, and which ended since the source last asked.
+/// In-flight accounting of one source stage: how many of its items still hold a slot (see
+/// [`Slot`]), and which items (with everything derived from them) ended since the source last
+/// asked.
 struct SourceTrack {
     max_in_flight: usize,
     state: Mutex<TrackState>,
@@ -70,11 +71,49 @@ impl SourceTrack {
     }
 }
 
+/// One of a source's `max_in_flight` slots, taken when the source emits an item. It is freed
+/// as soon as the item no longer costs memory: when the voxels the source read have been
+/// released by every stage (the last tensor handle anywhere), or when the item is complete,
+/// whichever comes first. So a reader can decode the next volume while the slices of the last
+/// one are still being encoded, without ever holding two volumes at once when `max_in_flight`
+/// is 1; and a stage that keeps copies of tensors cannot hold the source back forever.
+struct Slot {
+    track: Arc<SourceTrack>,
+    released: AtomicBool,
+}
+
+impl Slot {
+    fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            let mut st = self.track.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.in_flight -= 1;
+            drop(st);
+            self.track.changed.notify_all();
+        }
+    }
+}
+
+/// Attached to the tensors a source emits; dropped with the last handle of the last of them.
+/// `armed` once a tensor holds it, so a guard no tensor took does not free the slot.
+struct DataGuard {
+    slot: Arc<Slot>,
+    armed: AtomicBool,
+}
+
+impl Drop for DataGuard {
+    fn drop(&mut self) {
+        if self.armed.load(Ordering::Acquire) {
+            self.slot.release();
+        }
+    }
+}
+
 /// Shared by every item derived from one source item. When the last of them has been handled
-/// (the last `Arc` drops), the source item is complete and its slot is freed.
+/// (the last `Arc` drops), the source item is complete.
 pub struct Root {
     key: String,
     track: Arc<SourceTrack>,
+    slot: Arc<Slot>,
     /// An [`Outcome`] as u32; only ever moves away from `Done`.
     outcome: AtomicU32,
 }
@@ -98,11 +137,11 @@ impl Drop for Root {
     fn drop(&mut self) {
         let outcome = Outcome::from_u32(self.outcome.load(Ordering::Relaxed));
         let mut st = self.track.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.in_flight -= 1;
         if st.recording {
             st.completed.push((std::mem::take(&mut self.key), outcome));
         }
         drop(st);
+        self.slot.release();
         self.track.changed.notify_all();
     }
 }
@@ -220,7 +259,7 @@ struct WorkerOutlet<'a> {
 }
 
 impl Outlet for WorkerOutlet<'_> {
-    fn emit(&self, item: Item) -> Status {
+    fn emit(&self, mut item: Item) -> Status {
         let root = match &self.stage.track {
             Some(track) => {
                 // A source: every item it emits starts a new root and takes an in-flight slot.
@@ -230,9 +269,25 @@ impl Outlet for WorkerOutlet<'_> {
                 if track.acquire(self.run, true) != Status::Ok {
                     return Status::Cancelled;
                 }
+                let slot = Arc::new(Slot {
+                    track: track.clone(),
+                    released: AtomicBool::new(false),
+                });
+                // The item's tensors were just received, so this is their only handle. Without
+                // tensors, the slot is held until the item is complete.
+                let guard = Arc::new(DataGuard {
+                    slot: slot.clone(),
+                    armed: AtomicBool::new(false),
+                });
+                let mut attached = false;
+                for (_, t) in item.tensors.iter_mut() {
+                    attached |= t.attach_guard(guard.clone());
+                }
+                guard.armed.store(attached, Ordering::Release);
                 Some(Arc::new(Root {
                     key: item.key().to_string(),
                     track: track.clone(),
+                    slot,
                     outcome: AtomicU32::new(Outcome::Done as u32),
                 }))
             }

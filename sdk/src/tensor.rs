@@ -165,6 +165,8 @@ struct Storage {
     ptr: *mut u8,
     len: usize,
     holder: Holder,
+    /// Dropped right after the buffer is released (see [`Tensor::attach_guard`]).
+    guard: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 enum Holder {
@@ -258,6 +260,7 @@ impl Tensor {
                 ptr,
                 len,
                 holder: Holder::Local(Box::new(data)),
+                guard: None,
             }),
             dtype: T::DTYPE,
             device: Device::Cpu,
@@ -331,6 +334,21 @@ impl Tensor {
         }
         // SAFETY: bounds checked above; the storage is alive while `self` is.
         Ok(unsafe { std::slice::from_raw_parts(self.storage.ptr.add(self.byte_offset), n) })
+    }
+
+    /// Keeps `guard` alive exactly as long as this tensor's buffer: it drops when the last
+    /// handle anywhere is gone, including handles in other plugins that received the tensor
+    /// through the ABI (they hold a reference to this storage). The host uses it to learn when
+    /// a source's voxels have been released. Only a tensor whose handle is the sole one (just
+    /// received) can take a guard; returns `false` otherwise.
+    pub fn attach_guard(&mut self, guard: Arc<dyn Any + Send + Sync>) -> bool {
+        match Arc::get_mut(&mut self.storage) {
+            Some(st) if st.guard.is_none() => {
+                st.guard = Some(guard);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Takes the Vec back without copying when this handle is the only one and the buffer was
@@ -482,6 +500,7 @@ impl Tensor {
                     owner: t.owner,
                     release: t.release,
                 },
+                guard: None,
             }),
             dtype,
             device,

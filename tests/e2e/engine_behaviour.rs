@@ -82,6 +82,37 @@ fn backpressure_bounds_memory_and_loses_nothing() {
     );
 }
 
+/// A source's slot is freed when the voxels it read are released, not when the last slice of
+/// them is written: with `max_in_flight: 1` the source emits the next volume while the slices of
+/// the previous one still wait for the slow sink, yet never holds two volumes at once.
+#[test]
+fn a_slot_frees_when_the_volume_is_released_not_when_its_slices_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, report) = (dir.path().join("live.json"), dir.path().join("sink.json"));
+    let p = faulty_pipeline(
+        dir.path(),
+        "",
+        &format!(
+            "  - id: src\n    use: test.source\n    max_in_flight: 1\n\
+             \x20   params: {{count: 6, mib: 1, live_report: {}}}\n\
+             \x20 - id: slice\n    use: volume.slice\n    inputs: [src]\n\
+             \x20 - id: sink\n    use: test.slow_sink\n    inputs: [slice]\n    queue: 64\n\
+             \x20   params: {{delay_ms: 5, report: {}}}\n",
+            q(&live),
+            q(&report)
+        ),
+    );
+    let (code, _, stderr) = output(mindscan().args(["-q", "run"]).arg(&p));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(read_json(&report)["items"], 6 * 16, "every slice arrives");
+    let live = read_json(&live);
+    assert_eq!(live["max_live"], 1, "never two volumes at once: {live}");
+    assert!(
+        live["max_incomplete"].as_u64().unwrap() >= 1,
+        "the next volume waited for the slices of the last one to be written: {live}"
+    );
+}
+
 fn panic_pipeline(dir: &Path, on_error: &str) -> (PathBuf, PathBuf, PathBuf) {
     let report = dir.join("report.json");
     let dead = dir.join("dead-letter.jsonl");

@@ -30,6 +30,22 @@ pub struct SourceParams {
     /// Pause before each item.
     #[serde(default)]
     pub delay_ms: u64,
+    /// At the end, write a JSON report here: `max_live` (most of this source's buffers alive at
+    /// once, counting the one being emitted) and `max_incomplete` (most earlier items not yet
+    /// complete when an item was emitted).
+    pub live_report: Option<String>,
+}
+
+/// Buffers of `test.source` still alive somewhere in the pipeline.
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Attached to each buffer `test.source` emits; counts it out when the last handle drops.
+struct LiveGuard;
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn one() -> u64 {
@@ -52,17 +68,27 @@ impl Stage for Source {
     }
 
     fn produce(&self, ctx: &Context, out: &mut Emitter) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
         let (w, n) = (ctx.worker_index() as u64, ctx.worker_count() as u64);
+        let (mut emitted, mut completed, mut max_live, mut max_incomplete) = (0u64, 0u64, 0, 0);
         for i in (w..self.0.count).step_by(n as usize) {
             sleep_ms(self.0.delay_ms);
             if ctx.is_cancelled() {
                 break;
             }
+            out.wait_ready()?;
+            completed += out.take_completed().len() as u64;
+            // Completions are shared by every worker of the stage: only a one-worker count is exact.
+            max_incomplete = max_incomplete.max(emitted.saturating_sub(completed));
             let shape = [256, 256, 16 * self.0.mib.max(1) as usize];
             // A non-zero fill writes every page, so the memory is really resident.
             let data = vec![(i % 200) as u8 + 1; shape.iter().product()];
-            let mut item = Item::new(kinds::VOLUME, &item_key(i))
-                .with_tensor("data", Tensor::volume(data, &shape));
+            let mut tensor = Tensor::volume(data, &shape);
+            if self.0.live_report.is_some() {
+                max_live = max_live.max(LIVE.fetch_add(1, SeqCst) + 1);
+                tensor.attach_guard(std::sync::Arc::new(LiveGuard));
+            }
+            let mut item = Item::new(kinds::VOLUME, &item_key(i)).with_tensor("data", tensor);
             item.meta.set(keys::INDEX, i);
             item.meta.set("stem", item_key(i));
             item.meta
@@ -74,6 +100,12 @@ impl Stage for Source {
             item.meta.set_affine(&affine);
             item.meta.set(keys::SPACING, [1.0, 1.0, 1.0]);
             out.emit(item)?;
+            emitted += 1;
+        }
+        if let Some(path) = &self.0.live_report {
+            let report =
+                serde_json::json!({"max_live": max_live, "max_incomplete": max_incomplete});
+            std::fs::write(path, report.to_string())?;
         }
         Ok(())
     }

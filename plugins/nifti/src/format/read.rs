@@ -183,6 +183,10 @@ fn read_gzip(compressed: &[u8]) -> Result<NiftiVolume, K> {
         )));
     }
 
+    if let Some(data) = inflate_whole(compressed, &layout, hdr.big_endian) {
+        return Ok(build_volume(hdr, layout, data));
+    }
+
     // Skip extensions up to vox_offset.
     let mut skip = layout.vox_offset - hsize as u64;
     let mut scratch = [0u8; 4096];
@@ -233,6 +237,31 @@ fn read_gzip(compressed: &[u8]) -> Result<NiftiVolume, K> {
         }
     }
     Ok(build_volume(hdr, layout, data))
+}
+
+/// Inflates the whole stream at once with libdeflate (2.3x faster than streaming zlib-rs on a
+/// real T1, 1.6x on the MNI template) straight into the voxel buffer, when the gzip trailer's
+/// size says the stream is exactly header, extensions and voxels (one member, nothing after).
+/// `None` sends the file down the streaming path, which also gives every error its precise
+/// message (truncation point, CRC, trailer).
+fn inflate_whole(compressed: &[u8], layout: &Layout, big_endian: bool) -> Option<VoxelData> {
+    if compressed.len() < 18 || matches!(layout.dtype, DType::F128 | DType::C256) {
+        return None;
+    }
+    let trailer: [u8; 4] = compressed[compressed.len() - 4..].try_into().ok()?;
+    let total = layout.vox_offset.checked_add(layout.nbytes)?;
+    if u32::from_le_bytes(trailer) != total as u32 {
+        return None;
+    }
+    let front = usize::try_from(layout.vox_offset).ok()?;
+    let mut inflater = libdeflater::Decompressor::new();
+    read_data_after(layout, big_endian, front, |buf| {
+        match inflater.gzip_decompress(compressed, buf) {
+            Ok(n) if n == buf.len() => Ok(()),
+            _ => Err(K::CorruptGzip(String::new())),
+        }
+    })
+    .ok()
 }
 
 fn header_gzip_error(e: io::Error, got: usize) -> K {
@@ -565,15 +594,33 @@ fn alloc<T: Pod>(n: usize) -> Result<Vec<T>, K> {
 fn read_data(
     layout: &Layout,
     big_endian: bool,
+    fill: impl FnMut(&mut [u8]) -> Result<(), K>,
+) -> Result<VoxelData, K> {
+    read_data_after(layout, big_endian, 0, fill)
+}
+
+/// [`read_data`] where `fill` writes `front` bytes (header, extensions) before the voxels: the
+/// voxels are then moved to the start of the same buffer, so no second copy of the volume is
+/// ever allocated.
+fn read_data_after(
+    layout: &Layout,
+    big_endian: bool,
+    front: usize,
     mut fill: impl FnMut(&mut [u8]) -> Result<(), K>,
 ) -> Result<VoxelData, K> {
     let n = layout.count;
     let swap = big_endian != cfg!(target_endian = "big");
     macro_rules! load {
         ($t:ty, $word:expr) => {{
-            let mut v: Vec<$t> = alloc(n)?;
+            let size = std::mem::size_of::<$t>();
+            let mut v: Vec<$t> = alloc(n + front.div_ceil(size))?;
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut v[..]);
-            fill(bytes)?;
+            fill(&mut bytes[..front + n * size])?;
+            if front > 0 {
+                bytes.copy_within(front..front + n * size, 0);
+            }
+            v.truncate(n);
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut v[..]);
             if swap {
                 swap_words(bytes, $word);
             }
@@ -596,6 +643,10 @@ fn read_data(
         DType::Rgb24 => VoxelData::Rgb24(load!([u8; 3], 1)),
         DType::Rgba32 => VoxelData::Rgba32(load!([u8; 4], 1)),
         DType::F128 => {
+            debug_assert_eq!(
+                front, 0,
+                "inflate_whole leaves float128 to the streaming path"
+            );
             let mut raw: Vec<[u8; 16]> = alloc(n)?;
             fill(bytemuck::cast_slice_mut(&mut raw[..]))?;
             VoxelData::F64(float128::to_f64(&raw, big_endian))

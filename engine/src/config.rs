@@ -124,12 +124,16 @@ pub struct StageConfig {
     /// Worker threads for this stage.
     #[serde(default = "default_workers")]
     pub workers: Loc<u32>,
-    /// Capacity of the bounded queue in front of this stage (items).
-    #[serde(default = "default_queue")]
-    pub queue: Loc<u32>,
-    /// Sources only: how many of this source's items may be in the pipeline at once (emitted and
-    /// not yet handled by every stage downstream, items derived from them included). This, not
-    /// the dataset size, bounds memory. Default: `workers + 1`.
+    /// Capacity of the bounded queue in front of this stage (items). Default: 128 for stages
+    /// that take only 2D images (a slice is a small fraction of a volume, and a deep queue of
+    /// them lets the reader decode the next volume while they are written), 16 otherwise.
+    #[serde(default)]
+    pub queue: Option<Loc<u32>>,
+    /// Sources only: how many of this source's items may hold memory at once. An item holds its
+    /// slot until the data it carries has been released by every stage downstream (a volume cut
+    /// into slices is released once cut), or, for items without data, until every item derived
+    /// from it has been handled. This, with the queues, bounds memory, not the dataset size.
+    /// Default: `workers` (one volume per reader worker).
     #[serde(default)]
     pub max_in_flight: Option<Loc<u32>>,
     /// What to do when one item fails.
@@ -139,9 +143,6 @@ pub struct StageConfig {
 
 fn default_workers() -> Loc<u32> {
     Loc::synthetic(1)
-}
-fn default_queue() -> Loc<u32> {
-    Loc::synthetic(16)
 }
 
 /// A parse error with its position.
@@ -213,7 +214,7 @@ pub fn apply_overrides(file: &mut PipelineFile, sets: &[String]) -> Result<(), S
             let n = Loc::synthetic(n);
             match param {
                 "workers" => st.workers = n,
-                "queue" => st.queue = n,
+                "queue" => st.queue = Some(n),
                 _ => st.max_in_flight = Some(n),
             }
             continue;

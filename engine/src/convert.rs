@@ -55,7 +55,7 @@ fn stage(id: &str, uses: &str, inputs: &[&str], params: Value, workers: u32) -> 
             .collect(),
         params,
         workers: Loc::synthetic(workers),
-        queue: Loc::synthetic(8),
+        queue: None,
         max_in_flight: None,
         on_error: OnError::Skip,
     }

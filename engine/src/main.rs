@@ -124,7 +124,20 @@ fn progress(no_progress: bool, quiet: bool) -> Progress {
     }
 }
 
+/// Buffers of 1 MiB and more (volumes, compressed files) are mapped and unmapped by glibc on
+/// their own, so a finished volume's memory goes back to the system at once. By default glibc
+/// raises this threshold to the size of the largest buffer freed, after which volumes come from
+/// per-thread heaps that keep their peak (measured: 200 MNI volumes peaked 8 MiB higher).
+fn return_large_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator settings; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    return_large_buffers_to_the_system();
     let cli = Cli::parse();
     init_logging(cli.quiet);
     let sources = PluginSources {

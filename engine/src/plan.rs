@@ -50,6 +50,12 @@ impl std::fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+/// Default queue in front of a stage.
+const DEFAULT_QUEUE: usize = 16;
+/// Default queue in front of a stage that takes only 2D images.
+const DEFAULT_IMAGE_QUEUE: usize = 128;
+const IMAGE_KIND: &str = "image";
+
 /// A stage ready to run.
 pub struct PlannedStage {
     pub id: String,
@@ -167,8 +173,10 @@ pub fn build(
         if st.workers.value == 0 {
             c.err(&st.workers, "workers must be at least 1");
         }
-        if st.queue.value == 0 {
-            c.err(&st.queue, "queue must be at least 1");
+        if let Some(q) = &st.queue
+            && q.value == 0
+        {
+            c.err(q, "queue must be at least 1");
         }
         if let Some(m) = &st.max_in_flight {
             if m.value == 0 {
@@ -383,12 +391,23 @@ pub fn build(
                 ty: types[i].expect("checked above").clone(),
                 params: params_json[i].clone(),
                 workers: st.workers.value as usize,
-                queue: st.queue.value as usize,
+                queue: st
+                    .queue
+                    .as_ref()
+                    .map(|q| q.value as usize)
+                    .unwrap_or_else(|| {
+                        let ty = types[i].expect("checked above");
+                        if !ty.inputs.is_empty() && ty.inputs.iter().all(|k| k == IMAGE_KIND) {
+                            DEFAULT_IMAGE_QUEUE
+                        } else {
+                            DEFAULT_QUEUE
+                        }
+                    }),
                 max_in_flight: st
                     .max_in_flight
                     .as_ref()
                     .map(|m| m.value as usize)
-                    .unwrap_or(st.workers.value as usize + 1),
+                    .unwrap_or(st.workers.value as usize),
                 on_error: st.on_error,
                 inputs: inputs[i].iter().map(|&j| position[j]).collect(),
                 outputs: outputs[i].iter().map(|&j| position[j]).collect(),

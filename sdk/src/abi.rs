@@ -151,7 +151,8 @@ pub struct EmitFn {
         message: StrRef,
     ) -> Status,
     /// Sources: blocks until the stage may put one more item in flight (the stage's
-    /// `max_in_flight`), so a source can wait *before* reading its next input. `emit` waits the
+    /// `max_in_flight`; an emitted item counts until every handle of its tensors is released, or
+    /// until it is complete if sooner), so a source can wait *before* reading its next input. `emit` waits the
     /// same way. Returns [`Status::Cancelled`] when the run is stopping. Others: returns at once.
     pub wait_ready: unsafe extern "C" fn(ctx: *mut c_void) -> Status,
     /// Sources: calls `visit` for every item emitted by this stage (any worker) whose processing

@@ -195,9 +195,10 @@ impl Emitter {
         }
     }
 
-    /// Sources: waits until one more item may be in flight (the stage's `max_in_flight`). Call
-    /// it before reading the next input so memory holds at most that many items; `emit` waits
-    /// anyway. Returns [`Cancelled`] when the run is stopping.
+    /// Sources: waits until one more item may be in flight (the stage's `max_in_flight`; an item
+    /// counts until the tensors it carried are released everywhere, or until it is complete).
+    /// Call it before reading the next input so memory holds at most that many items; `emit`
+    /// waits anyway. Returns [`Cancelled`] when the run is stopping.
     pub fn wait_ready(&mut self) -> Result<()> {
         // SAFETY: valid callback per the ABI.
         match unsafe { (self.raw.wait_ready)(self.raw.ctx) } {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use mindscan_sdk::Role;
+use mindscan_sdk::{Role, kinds};
 use serde_json::{Map, Value};
 
 use crate::config::{Loc, OnError, PipelineFile};
@@ -54,7 +54,6 @@ impl std::error::Error for Diagnostics {}
 const DEFAULT_QUEUE: usize = 16;
 /// Default queue in front of a stage that takes only 2D images.
 const DEFAULT_IMAGE_QUEUE: usize = 128;
-const IMAGE_KIND: &str = "image";
 
 /// A stage ready to run.
 pub struct PlannedStage {
@@ -397,7 +396,7 @@ pub fn build(
                     .map(|q| q.value as usize)
                     .unwrap_or_else(|| {
                         let ty = types[i].expect("checked above");
-                        if !ty.inputs.is_empty() && ty.inputs.iter().all(|k| k == IMAGE_KIND) {
+                        if !ty.inputs.is_empty() && ty.inputs.iter().all(|k| k == kinds::IMAGE) {
                             DEFAULT_IMAGE_QUEUE
                         } else {
                             DEFAULT_QUEUE

@@ -112,7 +112,6 @@ impl Drop for DataGuard {
 /// (the last `Arc` drops), the source item is complete.
 pub struct Root {
     key: String,
-    track: Arc<SourceTrack>,
     slot: Arc<Slot>,
     /// An [`Outcome`] as u32; only ever moves away from `Done`.
     outcome: AtomicU32,
@@ -136,13 +135,18 @@ impl Root {
 impl Drop for Root {
     fn drop(&mut self) {
         let outcome = Outcome::from_u32(self.outcome.load(Ordering::Relaxed));
-        let mut st = self.track.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self
+            .slot
+            .track
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if st.recording {
             st.completed.push((std::mem::take(&mut self.key), outcome));
         }
         drop(st);
+        // Frees the slot (and wakes the source) unless the item's data was released first.
         self.slot.release();
-        self.track.changed.notify_all();
     }
 }
 
@@ -286,7 +290,6 @@ impl Outlet for WorkerOutlet<'_> {
                 guard.armed.store(attached, Ordering::Release);
                 Some(Arc::new(Root {
                     key: item.key().to_string(),
-                    track: track.clone(),
                     slot,
                     outcome: AtomicU32::new(Outcome::Done as u32),
                 }))

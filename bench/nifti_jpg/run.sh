@@ -3,7 +3,8 @@
 #
 #   bench/nifti_jpg/run.sh            (from anywhere; REPS=5 BATCH=50 BATCH_REPS=1 RSS_COPIES=200)
 #
-# Builds mindscan (release) if needed, creates the two venvs if missing
+# Builds mindscan (release, with libjpeg-turbo: needs cmake and nasm) unless MINDSCAN names a
+# binary, creates the two venvs if missing
 # (bench/.venv-med2image: med2image + nibabel<5; bench/.venv-plain: nibabel, numpy, Pillow),
 # then runs bench/nifti_jpg/run.py, which prints Markdown tables on stdout.
 set -euo pipefail
@@ -12,10 +13,10 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 cd "$ROOT"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-export MINDSCAN="${MINDSCAN:-$CARGO_TARGET_DIR/release/mindscan}"
-if [ ! -x "$MINDSCAN" ]; then
-  echo "building mindscan (release) into $CARGO_TARGET_DIR ..." >&2
-  cargo build --release -p mindscan >&2
+if [ -z "${MINDSCAN:-}" ]; then
+  echo "building mindscan (release, --features turbojpeg) into $CARGO_TARGET_DIR ..." >&2
+  cargo build --release -p mindscan --features turbojpeg >&2
+  export MINDSCAN="$CARGO_TARGET_DIR/release/mindscan"
 fi
 
 PY="${PYTHON:-python3}"
@@ -39,6 +40,6 @@ echo "## NIfTI -> JPG benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo)"
 echo "- load average before the run: $(cut -d" " -f1-3 /proc/loadavg) (other processes on the machine skew the figures)"
-echo "- mindscan $("$MINDSCAN" --version | awk '{print $2}'), med2image $("$M2I_VENV/bin/pip" show med2image 2>/dev/null | awk '/^Version/ {print $2}') (nibabel $("$M2I_VENV/bin/python" -c 'import nibabel; print(nibabel.__version__)')), plain: nibabel $("$PLAIN_PY" -c 'import nibabel; print(nibabel.__version__)'), numpy $("$PLAIN_PY" -c 'import numpy; print(numpy.__version__)'), Pillow $("$PLAIN_PY" -c 'import PIL; print(PIL.__version__)')"
+echo "- $("$MINDSCAN" --version), med2image $("$M2I_VENV/bin/pip" show med2image 2>/dev/null | awk '/^Version/ {print $2}') (nibabel $("$M2I_VENV/bin/python" -c 'import nibabel; print(nibabel.__version__)')), plain: nibabel $("$PLAIN_PY" -c 'import nibabel; print(nibabel.__version__)'), numpy $("$PLAIN_PY" -c 'import numpy; print(numpy.__version__)'), Pillow $("$PLAIN_PY" -c 'import PIL; print(PIL.__version__)')"
 echo
 exec "$PLAIN_PY" "$HERE/run.py"

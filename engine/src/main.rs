@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use mindscan_engine::commands::{self, Outcome, PluginSources, RunArgs};
 use mindscan_engine::progress::Progress;
 use mindscan_engine::{config, convert, inspect, signals};
@@ -136,9 +136,22 @@ fn return_large_buffers_to_the_system() {
     }
 }
 
+/// `--version` also names the JPEG encoder this build links (benchmarks record it).
+fn parse_cli() -> Cli {
+    let long_version = format!(
+        "{} (JPEG: {})",
+        env!("CARGO_PKG_VERSION"),
+        mindscan_plugin_imaging::core::encode::JPEG_ENCODER
+    );
+    let matches = Cli::command()
+        .long_version(&*Box::leak(long_version.into_boxed_str()))
+        .get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
     return_large_buffers_to_the_system();
-    let cli = Cli::parse();
+    let cli = parse_cli();
     init_logging(cli.quiet);
     let sources = PluginSources {
         dirs: cli.plugin_dirs.clone(),

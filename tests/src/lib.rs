@@ -57,6 +57,10 @@ pub fn build(packages: &[&str]) {
     for p in &missing {
         cmd.args(["-p", p]);
     }
+    // e.g. MINDSCAN_E2E_FEATURES=mindscan/turbojpeg: run the suite against a feature build.
+    if let Ok(features) = std::env::var("MINDSCAN_E2E_FEATURES") {
+        cmd.args(["--features", &features]);
+    }
     let status = cmd.status().expect("run cargo build");
     assert!(status.success(), "cargo build {missing:?} failed");
     built.extend(missing.iter().map(|s| s.to_string()));

@@ -1,7 +1,8 @@
 //! JPEG / PNG encoding decoded back, and contact sheets.
 
 use mindscan_plugin_imaging::core::encode::{
-    ContactSheetTile, contact_sheet, contact_sheet_png, encode_jpeg, encode_png_u8, encode_png_u16,
+    ContactSheetTile, contact_sheet, contact_sheet_png, encode_jpeg, encode_jpeg_portable,
+    encode_png_u8, encode_png_u16,
 };
 
 fn gradient(rows: usize, cols: usize) -> Vec<u8> {
@@ -44,6 +45,67 @@ fn jpeg_roundtrip_size_and_quality() {
     assert!(
         encode_jpeg(&[0; 70_000], 1, 70_000, 90).is_err(),
         "JPEG side limit"
+    );
+}
+
+fn decode_jpeg(bytes: &[u8]) -> Vec<u8> {
+    jpeg_decoder::Decoder::new(bytes).decode().unwrap()
+}
+
+fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).abs())
+        .sum::<f64>()
+        / a.len() as f64
+}
+
+/// The build's encoder (libjpeg-turbo with the `turbojpeg` feature) and the portable one
+/// use the same IJG tables: same picture within rounding, sizes within a few percent.
+#[test]
+fn jpeg_encoders_agree() {
+    let (rows, cols) = (233, 197);
+    // Textured content, like tissue: a gradient plus deterministic noise.
+    let px: Vec<u8> = gradient(rows, cols)
+        .iter()
+        .enumerate()
+        .map(|(i, &g)| g.saturating_add((i * 7919 % 23) as u8))
+        .collect();
+    // Mean error bound per quality for this noisy picture (measured: 4.0, 1.9, 0.1).
+    for (quality, bound) in [(50, 5.0), (90, 2.5), (100, 0.5)] {
+        let build = encode_jpeg(&px, rows, cols, quality).unwrap();
+        let portable = encode_jpeg_portable(&px, rows, cols, quality).unwrap();
+        let (a, b) = (decode_jpeg(&build), decode_jpeg(&portable));
+        let (ea, eb) = (mean_abs_diff(&a, &px), mean_abs_diff(&b, &px));
+        eprintln!(
+            "q{quality}: errors {ea:.2} / {eb:.2}, {} / {} bytes",
+            build.len(),
+            portable.len()
+        );
+        assert!(
+            ea < bound && eb < bound,
+            "q{quality}: errors {ea:.2} / {eb:.2}"
+        );
+        assert!(
+            mean_abs_diff(&a, &b) < bound / 2.0,
+            "q{quality}: the two encoders' pictures differ"
+        );
+        let ratio = build.len() as f64 / portable.len() as f64;
+        assert!(
+            (0.9..1.1).contains(&ratio),
+            "q{quality}: sizes {} vs {} bytes",
+            build.len(),
+            portable.len()
+        );
+    }
+    assert_eq!(
+        mindscan_plugin_imaging::core::encode::JPEG_ENCODER,
+        if cfg!(feature = "turbojpeg") {
+            "libjpeg-turbo"
+        } else {
+            "jpeg-encoder"
+        }
     );
 }
 

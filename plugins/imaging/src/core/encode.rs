@@ -46,22 +46,97 @@ fn check_size(len: usize, rows: usize, cols: usize) -> Result<(), EncodeError> {
     Ok(())
 }
 
-/// Baseline grayscale JPEG; `quality` 1..=100 (clamped).
+/// Which library [`encode_jpeg`] uses in this build.
+pub const JPEG_ENCODER: &str = if cfg!(feature = "turbojpeg") {
+    "libjpeg-turbo"
+} else {
+    "jpeg-encoder"
+};
+
+/// Baseline grayscale JPEG; `quality` 1..=100 (clamped), IJG quantisation tables.
+///
+/// Uses libjpeg-turbo when built with the `turbojpeg` feature, else [`encode_jpeg_portable`].
 pub fn encode_jpeg(
     pixels: &[u8],
     rows: usize,
     cols: usize,
     quality: u8,
 ) -> Result<Vec<u8>, EncodeError> {
-    check_size(pixels.len(), rows, cols)?;
-    let (Ok(h), Ok(w)) = (u16::try_from(rows), u16::try_from(cols)) else {
-        return Err(EncodeError::TooLarge { rows, cols });
-    };
+    #[cfg(feature = "turbojpeg")]
+    {
+        encode_jpeg_turbo(pixels, rows, cols, quality)
+    }
+    #[cfg(not(feature = "turbojpeg"))]
+    {
+        encode_jpeg_portable(pixels, rows, cols, quality)
+    }
+}
+
+/// [`encode_jpeg`] through the pure-Rust `jpeg-encoder` crate (the default build's encoder).
+pub fn encode_jpeg_portable(
+    pixels: &[u8],
+    rows: usize,
+    cols: usize,
+    quality: u8,
+) -> Result<Vec<u8>, EncodeError> {
+    let (w, h) = jpeg_dims(pixels.len(), rows, cols)?;
     let mut out = Vec::with_capacity(pixels.len() / 4 + 1024);
     let enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
     enc.encode(pixels, w, h, jpeg_encoder::ColorType::Luma)
         .map_err(|e| EncodeError::Codec(e.to_string()))?;
     Ok(out)
+}
+
+/// (width, height) as JPEG stores them (at most 65535 each).
+fn jpeg_dims(len: usize, rows: usize, cols: usize) -> Result<(u16, u16), EncodeError> {
+    check_size(len, rows, cols)?;
+    match (u16::try_from(cols), u16::try_from(rows)) {
+        (Ok(w), Ok(h)) => Ok((w, h)),
+        _ => Err(EncodeError::TooLarge { rows, cols }),
+    }
+}
+
+/// [`encode_jpeg`] through libjpeg-turbo: one compressor and one worst-case output buffer per
+/// thread, so a slice costs no allocation but its result.
+#[cfg(feature = "turbojpeg")]
+pub fn encode_jpeg_turbo(
+    pixels: &[u8],
+    rows: usize,
+    cols: usize,
+    quality: u8,
+) -> Result<Vec<u8>, EncodeError> {
+    use std::cell::RefCell;
+    thread_local! {
+        static COMPRESSOR: RefCell<Option<(turbojpeg::Compressor, Vec<u8>)>> = const { RefCell::new(None) };
+    }
+    jpeg_dims(pixels.len(), rows, cols)?;
+    let codec = |e: turbojpeg::Error| EncodeError::Codec(format!("libjpeg-turbo: {e}"));
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let (tj, scratch) = match cell.as_mut() {
+            Some(c) => c,
+            None => {
+                let mut tj = turbojpeg::Compressor::new().map_err(codec)?;
+                tj.set_subsamp(turbojpeg::Subsamp::Gray).map_err(codec)?;
+                cell.insert((tj, Vec::new()))
+            }
+        };
+        tj.set_quality(i32::from(quality.clamp(1, 100)))
+            .map_err(codec)?;
+        let need = tj.buf_len(cols, rows).map_err(codec)?;
+        if scratch.len() < need {
+            scratch.resize(need, 0);
+        }
+        let image = turbojpeg::Image {
+            pixels,
+            width: cols,
+            pitch: cols,
+            height: rows,
+            format: turbojpeg::PixelFormat::GRAY,
+        };
+        let n = tj.compress_to_slice(image, scratch).map_err(codec)?;
+        Ok(scratch[..n].to_vec())
+    })
 }
 
 fn encode_png(

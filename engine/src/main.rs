@@ -128,11 +128,15 @@ fn progress(no_progress: bool, quiet: bool) -> Progress {
 /// their own, so a finished volume's memory goes back to the system at once. By default glibc
 /// raises this threshold to the size of the largest buffer freed, after which volumes come from
 /// per-thread heaps that keep their peak (measured: 200 MNI volumes peaked 8 MiB higher).
+/// Setting it also fixes the heap's trim threshold at 128 KiB, so the small buffers of every
+/// slice (pixels, JPEG bytes, histograms) were returned and faulted in again each time: 2 MiB
+/// of slack per heap keeps them (T1 batch of 50: 90k -> 56k page faults, +1 MiB peak).
 fn return_large_buffers_to_the_system() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator settings; called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20);
     }
 }
 

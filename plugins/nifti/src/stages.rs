@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use mindscan_sdk::prelude::*;
 use mindscan_sdk::tensor::f_strides;
 
+use crate::format::pool::POOL;
 use crate::format::{self, NiftiVolume, OutputDatatype, VoxelData, WriteOptions};
 use mindscan_sdk::inputs::expand_inputs;
 
@@ -48,6 +49,11 @@ pub fn is_nifti(p: &Path) -> bool {
     n.ends_with(".nii") || n.ends_with(".nii.gz")
 }
 
+/// A volume tensor whose buffer goes back to the reader's pool once released everywhere.
+fn recycled<T: Element>(v: Vec<T>, dims: &[usize]) -> Tensor {
+    Tensor::volume_recycled(v, dims, |v| POOL.give_back(v))
+}
+
 /// Builds the `volume` item for a NIfTI file.
 pub fn volume_item(path: &Path, vol: NiftiVolume, apply_scaling: bool) -> Result<Item> {
     let key = path.display().to_string();
@@ -68,18 +74,18 @@ pub fn volume_item(path: &Path, vol: NiftiVolume, apply_scaling: bool) -> Result
         Tensor::volume(v, &dims)
     } else {
         match vol.data {
-            VoxelData::U8(v) => Tensor::volume(v, &dims),
-            VoxelData::I8(v) => Tensor::volume(v, &dims),
-            VoxelData::U16(v) => Tensor::volume(v, &dims),
-            VoxelData::I16(v) => Tensor::volume(v, &dims),
-            VoxelData::U32(v) => Tensor::volume(v, &dims),
-            VoxelData::I32(v) => Tensor::volume(v, &dims),
-            VoxelData::U64(v) => Tensor::volume(v, &dims),
-            VoxelData::I64(v) => Tensor::volume(v, &dims),
-            VoxelData::F32(v) => Tensor::volume(v, &dims),
-            VoxelData::F64(v) => Tensor::volume(v, &dims),
-            VoxelData::C64(v) => Tensor::volume(v, &dims),
-            VoxelData::C128(v) => Tensor::volume(v, &dims),
+            VoxelData::U8(v) => recycled(v, &dims),
+            VoxelData::I8(v) => recycled(v, &dims),
+            VoxelData::U16(v) => recycled(v, &dims),
+            VoxelData::I16(v) => recycled(v, &dims),
+            VoxelData::U32(v) => recycled(v, &dims),
+            VoxelData::I32(v) => recycled(v, &dims),
+            VoxelData::U64(v) => recycled(v, &dims),
+            VoxelData::I64(v) => recycled(v, &dims),
+            VoxelData::F32(v) => recycled(v, &dims),
+            VoxelData::F64(v) => recycled(v, &dims),
+            VoxelData::C64(v) => recycled(v, &dims),
+            VoxelData::C128(v) => recycled(v, &dims),
             VoxelData::Rgb24(v) => {
                 rgb_tensor(bytemuck::cast_slice(&v).to_vec(), &dims, 3, &mut shape)
             }

@@ -49,6 +49,7 @@
 mod affine;
 mod error;
 mod float128;
+pub mod pool;
 mod read;
 mod types;
 mod write;

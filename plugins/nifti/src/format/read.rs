@@ -601,7 +601,11 @@ pub(crate) fn swap_words(bytes: &mut [u8], word: usize) {
     }
 }
 
-fn alloc<T: Pod>(n: usize) -> Result<Vec<T>, K> {
+/// A buffer of `n` elements: an idle one from [`super::pool::POOL`], else a fresh zeroed one.
+fn alloc<T: Pod + Send>(n: usize) -> Result<Vec<T>, K> {
+    if let Some(v) = super::pool::POOL.take(n) {
+        return Ok(v);
+    }
     bytemuck::allocation::try_zeroed_vec(n).map_err(|_| {
         K::Invalid(format!(
             "cannot allocate {n} voxels of {} bytes",

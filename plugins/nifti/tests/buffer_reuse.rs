@@ -1,0 +1,45 @@
+//! `nifti.read`'s volumes hand their voxel buffer back when released, and the next read of a
+//! same-sized volume reuses it (no fresh, page-faulting allocation). One test in its own
+//! process: the pool is shared by the whole plugin.
+
+use std::path::PathBuf;
+
+use mindscan_plugin_nifti::format::{VoxelData, read_nifti, write_nifti};
+use mindscan_plugin_nifti::stages::volume_item;
+
+fn t1() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../pipelines/sample-data/t1w_siemens_xa30.nii.gz")
+}
+
+#[test]
+fn a_released_volume_buffer_is_reused_by_the_next_read() {
+    let path = t1();
+    let first = volume_item(&path, read_nifti(&path).unwrap(), true).unwrap();
+    let ptr = first.data().unwrap().as_slice::<i16>().unwrap().as_ptr();
+    let values: Vec<i16> = first.data().unwrap().as_slice::<i16>().unwrap().to_vec();
+
+    // While the first volume is alive, the second read gets its own buffer.
+    let second = volume_item(&path, read_nifti(&path).unwrap(), true).unwrap();
+    let second_ptr = second.data().unwrap().as_slice::<i16>().unwrap().as_ptr();
+    assert_ne!(second_ptr, ptr);
+
+    // Another volume of the same size and type, with other values.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("inverted.nii.gz");
+    let mut vol = read_nifti(&path).unwrap();
+    let VoxelData::I16(v) = &mut vol.data else {
+        panic!("the sample T1 is int16")
+    };
+    v.iter_mut().for_each(|x| *x = 1000 - *x);
+    write_nifti(&other, &vol).unwrap();
+
+    drop(first);
+    let third = volume_item(&other, read_nifti(&other).unwrap(), true).unwrap();
+    let data = third.data().unwrap().as_slice::<i16>().unwrap();
+    assert_eq!(data.as_ptr(), ptr, "the released buffer is reused");
+    assert!(
+        data.iter().zip(&values).all(|(&a, &b)| a == 1000 - b),
+        "and holds the new volume's voxels"
+    );
+}

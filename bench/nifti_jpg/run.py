@@ -7,7 +7,7 @@ included), REPS repetitions after one untimed warm-up, median. Batch = BATCH cop
 (symlinks) of the volume in a temp folder, one timed run, throughput.
 
 Environment: MINDSCAN (binary), MED2IMAGE (its executable), PLAIN_PY (python with nibabel,
-numpy, Pillow), REPS (5), BATCH (50), BATCH_REPS (1), RSS_COPIES (200), KEEP_TMP (unset),
+numpy, Pillow), REPS (5), BATCH (50), BATCH_REPS (1), RSS_COPIES (200), RSS_REPS (3), KEEP_TMP (unset),
 TOOLS (mindscan,med2image,plain).
 """
 import json
@@ -28,6 +28,9 @@ REPS = int(os.environ.get("REPS", "5"))
 BATCH = int(os.environ.get("BATCH", "50"))
 BATCH_REPS = int(os.environ.get("BATCH_REPS", "1"))
 RSS_COPIES = int(os.environ.get("RSS_COPIES", "200"))
+# Each peak RSS is the median of RSS_REPS runs: a single volume's peak moves by up to 2 MiB
+# with thread timing (how many slices are queued while the volume is alive).
+RSS_REPS = int(os.environ.get("RSS_REPS", "3"))
 PIPELINE = os.path.join(HERE, "pipeline.yaml")
 PLAIN = os.path.join(HERE, "plain_script.py")
 
@@ -189,15 +192,18 @@ def main():
         for i in range(RSS_COPIES):
             os.symlink(src, os.path.join(rdir, f"mni_{i:03d}.nii.gz"))
         out = os.path.join(tmp, "out-rss")
-        rss = {}  # max_in_flight of the reader ("default" = workers + 1) -> (1 vol, N vols, s, JPGs)
+        rss = {}  # max_in_flight of the reader ("default" = workers) -> ([1 vol], [N vols], s, JPGs)
         for mif in ("default", "2"):
             extra = [] if mif == "default" else ["--set", f"read.max_in_flight={mif}"]
-            r1 = peak_rss_kib(mindscan_cmd([src], out)[0] + extra)
-            shutil.rmtree(out)
-            t0 = time.perf_counter()
-            rn = peak_rss_kib(mindscan_cmd([rdir], out)[0] + extra)
-            rss[mif] = (r1, rn, time.perf_counter() - t0, len(jpgs(out)))
-            shutil.rmtree(out)
+            r1, rn = [], []
+            for _ in range(RSS_REPS):
+                r1.append(peak_rss_kib(mindscan_cmd([src], out)[0] + extra))
+                shutil.rmtree(out)
+                t0 = time.perf_counter()
+                rn.append(peak_rss_kib(mindscan_cmd([rdir], out)[0] + extra))
+                tn, nn = time.perf_counter() - t0, len(jpgs(out))
+                shutil.rmtree(out)
+            rss[mif] = (r1, rn, tn, nn)
     finally:
         if not os.environ.get("KEEP_TMP"):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -220,11 +226,15 @@ def main():
                       f"{' (n=%d)' % n} | {sps:,.0f} | {sp} |")
     print()
     print(f"Mindscan start-up (`mindscan validate`, median): {startup * 1000:.0f} ms")
-    for mif, (rss1, rssn, tn, nn) in rss.items():
+    def mib(runs):
+        return (f"{statistics.median(runs) / 1024:.1f} MiB"
+                f" (runs: {', '.join(f'{r / 1024:.1f}' for r in runs)})")
+    for mif, (r1, rn, tn, nn) in rss.items():
         what = "reader max_in_flight default (1)" if mif == "default" else f"reader max_in_flight {mif}"
-        print(f"Mindscan peak RSS, {what}: 1 MNI volume {rss1 / 1024:.1f} MiB; {RSS_COPIES} copies"
-              f" {rssn / 1024:.1f} MiB ({(rssn / rss1 - 1) * 100:+.1f}%; {nn} JPGs in {tn:.1f} s"
-              " incl. /usr/bin/time)")
+        rss1, rssn = statistics.median(r1), statistics.median(rn)
+        print(f"Mindscan peak RSS (median of {RSS_REPS}), {what}: 1 MNI volume {mib(r1)};"
+              f" {RSS_COPIES} copies {mib(rn)}: **{(rssn / rss1 - 1) * 100:+.1f}%**"
+              f" ({nn} JPGs in {tn:.1f} s incl. /usr/bin/time)")
     print()
     print("Mindscan per-stage busy seconds (--metrics-json; a stage's busy time includes time blocked"
           " sending downstream):")

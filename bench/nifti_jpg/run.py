@@ -30,7 +30,7 @@ BATCH_REPS = int(os.environ.get("BATCH_REPS", "1"))
 RSS_COPIES = int(os.environ.get("RSS_COPIES", "200"))
 # Each peak RSS is the median of RSS_REPS runs: a single volume's peak moves by up to 2 MiB
 # with thread timing (how many slices are queued while the volume is alive).
-RSS_REPS = int(os.environ.get("RSS_REPS", "3"))
+RSS_REPS = max(1, int(os.environ.get("RSS_REPS", "3")))
 PIPELINE = os.path.join(HERE, "pipeline.yaml")
 PLAIN = os.path.join(HERE, "plain_script.py")
 

@@ -360,3 +360,22 @@ fn corrupt_file_is_dead_lettered_and_the_rest_converted() {
         "reason: {record}"
     );
 }
+
+/// `mindscan --version` names the JPEG encoder of the build under test (CI runs this file
+/// again against a `--features turbojpeg` build through MINDSCAN_E2E_FEATURES).
+#[test]
+fn version_names_the_jpeg_encoder() {
+    let out = mindscan().arg("--version").output().expect("run mindscan");
+    assert!(out.status.success());
+    let out = String::from_utf8_lossy(&out.stdout);
+    let turbo = mindscan_e2e::e2e_features().is_some_and(|f| f.contains("turbojpeg"));
+    let expected = if turbo {
+        "libjpeg-turbo"
+    } else {
+        "jpeg-encoder"
+    };
+    assert!(
+        out.contains(&format!("(JPEG: {expected})")),
+        "--version: {out}"
+    );
+}

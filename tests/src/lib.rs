@@ -57,13 +57,26 @@ pub fn build(packages: &[&str]) {
     for p in &missing {
         cmd.args(["-p", p]);
     }
-    // e.g. MINDSCAN_E2E_FEATURES=mindscan/turbojpeg: run the suite against a feature build.
-    if let Ok(features) = std::env::var("MINDSCAN_E2E_FEATURES") {
-        cmd.args(["--features", &features]);
+    // MINDSCAN_E2E_FEATURES=turbojpeg: the tests drive a `mindscan` built with those features.
+    if let Some(features) = e2e_features().filter(|_| missing.contains(&"mindscan")) {
+        cmd.arg("--features").arg(
+            features
+                .split(',')
+                .map(|f| format!("mindscan/{}", f.trim()))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     }
     let status = cmd.status().expect("run cargo build");
     assert!(status.success(), "cargo build {missing:?} failed");
     built.extend(missing.iter().map(|s| s.to_string()));
+}
+
+/// Cargo features of `mindscan` the suite runs against (`MINDSCAN_E2E_FEATURES`, comma-separated).
+pub fn e2e_features() -> Option<String> {
+    std::env::var("MINDSCAN_E2E_FEATURES")
+        .ok()
+        .filter(|f| !f.trim().is_empty())
 }
 
 /// A `mindscan` command (the binary is built on first use).

@@ -96,6 +96,10 @@ fn jpeg_dims(len: usize, rows: usize, cols: usize) -> Result<(u16, u16), EncodeE
     }
 }
 
+/// Largest per-thread output buffer kept between images (a 2048x2048 slice needs about 8 MiB).
+#[cfg(feature = "turbojpeg")]
+const KEPT_SCRATCH: usize = 16 << 20;
+
 /// [`encode_jpeg`] through libjpeg-turbo: one compressor and one worst-case output buffer per
 /// thread, so a slice costs no allocation but its result.
 #[cfg(feature = "turbojpeg")]
@@ -123,7 +127,9 @@ pub fn encode_jpeg_turbo(
         };
         tj.set_quality(i32::from(quality.clamp(1, 100)))
             .map_err(codec)?;
-        let need = tj.buf_len(cols, rows).map_err(codec)?;
+        // The crate's `buf_len` sizes for its cached (4:4:4) subsampling; ask for grayscale.
+        let need =
+            turbojpeg::compressed_buf_len(cols, rows, turbojpeg::Subsamp::Gray).map_err(codec)?;
         if scratch.len() < need {
             scratch.resize(need, 0);
         }
@@ -135,7 +141,12 @@ pub fn encode_jpeg_turbo(
             format: turbojpeg::PixelFormat::GRAY,
         };
         let n = tj.compress_to_slice(image, scratch).map_err(codec)?;
-        Ok(scratch[..n].to_vec())
+        let jpeg = scratch[..n].to_vec();
+        if scratch.len() > KEPT_SCRATCH {
+            // One huge image must not pin its worst-case buffer in every worker thread.
+            *scratch = Vec::new();
+        }
+        Ok(jpeg)
     })
 }
 

@@ -14,9 +14,23 @@ use bytemuck::Pod;
 /// Idle buffers kept at most (one per reader in flight is enough to skip every fault).
 pub const KEEP: usize = 2;
 
+/// Bytes of idle buffers kept at most: a buffer larger than this (a long fMRI series) is freed
+/// at once rather than held while other volumes are read.
+pub const KEEP_BYTES: usize = 256 << 20;
+
 /// Idle buffers of any element type.
 pub struct VoxelPool {
-    idle: Mutex<Vec<Box<dyn Any + Send>>>,
+    idle: Mutex<Vec<Idle>>,
+}
+
+/// One idle `Vec<T>` (type-erased) and its capacity in bytes.
+struct Idle {
+    bytes: usize,
+    buffer: Box<dyn Any + Send>,
+}
+
+fn idle_bytes(idle: &[Idle]) -> usize {
+    idle.iter().map(|i| i.bytes).sum()
 }
 
 /// The pool `nifti.read` and the reader share.
@@ -29,21 +43,22 @@ impl VoxelPool {
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Box<dyn Any + Send>>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An idle `Vec<T>` resized to `len`, when one with room for `len` (and no more than twice
-    /// that) is kept. Its contents are stale values of an earlier volume: the caller
+    /// An idle `Vec<T>` resized to `len`, when one with room for `len` (and at most a quarter
+    /// more, so a volume never holds much more memory than it needs) is kept. Its contents are stale values of an earlier volume: the caller
     /// overwrites them.
     pub fn take<T: Pod + Send>(&self, len: usize) -> Option<Vec<T>> {
         let mut idle = self.idle();
-        let fits = |b: &Box<dyn Any + Send>| {
-            b.downcast_ref::<Vec<T>>()
-                .is_some_and(|v| v.capacity() >= len && v.capacity() / 2 <= len)
+        let fits = |i: &Idle| {
+            i.buffer
+                .downcast_ref::<Vec<T>>()
+                .is_some_and(|v| v.capacity() >= len && v.capacity() - len <= len / 4)
         };
         let i = idle.iter().position(fits)?;
-        let mut v = *idle.swap_remove(i).downcast::<Vec<T>>().ok()?;
+        let mut v = *idle.swap_remove(i).buffer.downcast::<Vec<T>>().ok()?;
         drop(idle);
         // Within capacity: only elements past the old length are written.
         v.resize(len, T::zeroed());
@@ -53,12 +68,19 @@ impl VoxelPool {
     /// Keeps `v` for a later [`VoxelPool::take`]; the oldest idle buffer is freed when [`KEEP`]
     /// are kept.
     pub fn give_back<T: Pod + Send>(&self, v: Vec<T>) {
-        if v.capacity() == 0 {
+        let bytes = v.capacity() * std::mem::size_of::<T>();
+        if bytes == 0 || bytes > KEEP_BYTES {
             return;
         }
         let mut idle = self.idle();
-        let evicted = (idle.len() >= KEEP).then(|| idle.remove(0));
-        idle.push(Box::new(v));
+        let mut evicted = Vec::new();
+        while !idle.is_empty() && (idle.len() >= KEEP || idle_bytes(&idle) + bytes > KEEP_BYTES) {
+            evicted.push(idle.remove(0));
+        }
+        idle.push(Idle {
+            bytes,
+            buffer: Box::new(v),
+        });
         drop(idle);
         drop(evicted);
     }
@@ -82,14 +104,25 @@ mod tests {
         pool.give_back(v);
         assert!(pool.take::<u16>(1000).is_none(), "another type");
         assert!(pool.take::<i16>(2001).is_none(), "too small");
-        assert!(pool.take::<i16>(400).is_none(), "more than twice too large");
+        assert!(
+            pool.take::<i16>(700).is_none(),
+            "more than a quarter too large"
+        );
         let got = pool.take::<i16>(900).expect("reused");
         assert_eq!((got.as_ptr(), got.len()), (p, 900));
         assert!(pool.take::<i16>(900).is_none(), "taken once");
         for n in 1..=KEEP + 1 {
             pool.give_back(vec![0u8; n * 10]);
         }
-        assert!(pool.take::<u8>(8).is_none(), "the oldest (10) was freed");
+        assert!(pool.take::<u8>(10).is_none(), "the oldest (10) was freed");
         assert_eq!(pool.take::<u8>(30).map(|v| v.len()), Some(30));
+        // Larger than the byte cap: not kept.
+        pool.give_back(vec![0u8; KEEP_BYTES + 1]);
+        assert!(pool.take::<u8>(KEEP_BYTES + 1).is_none());
+        assert_eq!(
+            pool.take::<u8>(20).map(|v| v.len()),
+            Some(20),
+            "others stay"
+        );
     }
 }

@@ -131,7 +131,7 @@ fn read_inner(path: &Path) -> Result<NiftiVolume, K> {
 }
 
 /// Runs `f` with an empty buffer for a whole compressed file. Each thread keeps its buffer
-/// between files up to [`KEPT_FILE_BUFFER`] bytes: a fresh one is mapped by the allocator and
+/// between files up to [`KEPT_FILE_BUFFER`] bytes of capacity: a fresh one is mapped by the allocator and
 /// costs a page fault per 4 KiB on every file (a T1 batch: 300 faults a volume).
 fn with_file_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     thread_local! {
@@ -146,8 +146,9 @@ fn with_file_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     result
 }
 
-/// The largest compressed-file buffer a reader thread keeps for the next file.
-const KEPT_FILE_BUFFER: usize = 64 << 20;
+/// The largest compressed-file buffer a reader thread keeps for the next file (memory held
+/// outside `max_in_flight`, so kept small: a typical structural scan's .nii.gz fits).
+const KEPT_FILE_BUFFER: usize = 16 << 20;
 
 /// Read as much as possible into `buf`; stops at EOF or the first error.
 fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> (usize, Option<io::Error>) {

@@ -254,20 +254,24 @@ pub fn f_strides(shape: &[usize]) -> Vec<isize> {
     strides
 }
 
+/// Panics unless `shape` and `strides` have the same rank and reach only `len` elements.
+fn assert_fits(shape: &[usize], strides: &[isize], len: usize) {
+    assert_eq!(
+        shape.len(),
+        strides.len(),
+        "shape and strides differ in rank"
+    );
+    let needed = extent(shape, strides);
+    assert!(
+        needed <= len,
+        "tensor of shape {shape:?} needs {needed} elements, got {len}"
+    );
+}
+
 impl Tensor {
     /// Wraps a Vec with explicit strides. Panics if the strides reach outside the Vec.
     pub fn from_vec_strided<T: Element>(data: Vec<T>, shape: &[usize], strides: &[isize]) -> Self {
-        assert_eq!(
-            shape.len(),
-            strides.len(),
-            "shape and strides differ in rank"
-        );
-        let needed = extent(shape, strides);
-        assert!(
-            needed <= data.len(),
-            "tensor of shape {shape:?} needs {needed} elements, got {}",
-            data.len()
-        );
+        assert_fits(shape, strides, data.len());
         let mut data = data;
         let ptr = data.as_mut_ptr() as *mut u8;
         let len = data.len() * std::mem::size_of::<T>();
@@ -283,12 +287,7 @@ impl Tensor {
         recycle: impl FnOnce(Vec<T>) + Send + Sync + 'static,
     ) -> Self {
         let strides = f_strides(shape);
-        let needed = extent(shape, &strides);
-        assert!(
-            needed <= data.len(),
-            "tensor of shape {shape:?} needs {needed} elements, got {}",
-            data.len()
-        );
+        assert_fits(shape, &strides, data.len());
         let mut recycled = Recycled {
             data,
             recycle: Some(Box::new(recycle)),

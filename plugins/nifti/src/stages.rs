@@ -55,7 +55,7 @@ fn recycled<T: Element>(v: Vec<T>, dims: &[usize]) -> Tensor {
 }
 
 /// Builds the `volume` item for a NIfTI file.
-pub fn volume_item(path: &Path, vol: NiftiVolume, apply_scaling: bool) -> Result<Item> {
+pub fn volume_item(path: &Path, mut vol: NiftiVolume, apply_scaling: bool) -> Result<Item> {
     let key = path.display().to_string();
     let mut item = Item::new(kinds::VOLUME, &key);
     let dims = vol.dims.clone();
@@ -71,6 +71,8 @@ pub fn volume_item(path: &Path, vol: NiftiVolume, apply_scaling: bool) -> Result
         let v = vol
             .scaled_f32()
             .context("scaled data of a complex or RGB volume")?;
+        // The stored values are no longer needed: the next read reuses their buffer.
+        std::mem::replace(&mut vol.data, VoxelData::U8(Vec::new())).recycle();
         Tensor::volume(v, &dims)
     } else {
         match vol.data {

@@ -42,4 +42,30 @@ fn a_released_volume_buffer_is_reused_by_the_next_read() {
         data.iter().zip(&values).all(|(&a, &b)| a == 1000 - b),
         "and holds the new volume's voxels"
     );
+
+    // A scaled volume becomes float32; its stored int16 buffer goes back at once and the next
+    // read gets it (second and third still hold the other buffers, so the pool was empty).
+    let scaled = dir.path().join("scaled.nii.gz");
+    vol.scl_slope = 2.0;
+    write_nifti(&scaled, &vol).unwrap();
+    let raw = read_nifti(&scaled).unwrap();
+    let VoxelData::I16(v) = &raw.data else {
+        panic!("stored as int16")
+    };
+    let raw_ptr = v.as_ptr();
+    let as_float = volume_item(&scaled, raw, true).unwrap();
+    assert_eq!(
+        as_float.data().unwrap().dtype(),
+        mindscan_sdk::prelude::DType::F32
+    );
+    // (Read a file written like `scaled`: same header size, so the buffer fits exactly.)
+    let fourth = volume_item(&other, read_nifti(&other).unwrap(), true).unwrap();
+    let data = fourth.data().unwrap().as_slice::<i16>().unwrap();
+    assert_eq!(
+        data.as_ptr(),
+        raw_ptr,
+        "the scaled volume's stored buffer is reused"
+    );
+    assert!(data.iter().zip(&values).all(|(&a, &b)| a == 1000 - b));
+    drop((second, third));
 }

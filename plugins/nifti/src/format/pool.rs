@@ -3,8 +3,8 @@
 //! A fresh volume-sized buffer is mapped by the allocator and costs a page fault per 4 KiB on
 //! first touch (a 3 MB T1 volume: 768 faults, about 2 ms of kernel time). `nifti.read` builds
 //! its tensors with [`VoxelPool::give_back`] on [`POOL`] as their recycler, and the reader's
-//! allocations [`VoxelPool::take`] from it. At most [`KEEP`] idle buffers are kept, so memory stays bounded by the volumes in
-//! flight plus that many.
+//! allocations [`VoxelPool::take`] from it. At most [`KEEP`] idle buffers ([`KEEP_BYTES`] in
+//! all) are kept, so memory stays bounded by the volumes in flight plus that much.
 
 use std::any::Any;
 use std::sync::Mutex;
@@ -48,8 +48,8 @@ impl VoxelPool {
     }
 
     /// An idle `Vec<T>` resized to `len`, when one with room for `len` (and at most a quarter
-    /// more, so a volume never holds much more memory than it needs) is kept. Its contents are stale values of an earlier volume: the caller
-    /// overwrites them.
+    /// more, so a volume never holds much more memory than it needs) is kept. Its contents are
+    /// stale values of an earlier volume: the caller overwrites them.
     pub fn take<T: Pod + Send>(&self, len: usize) -> Option<Vec<T>> {
         let mut idle = self.idle();
         let fits = |i: &Idle| {
@@ -65,8 +65,8 @@ impl VoxelPool {
         Some(v)
     }
 
-    /// Keeps `v` for a later [`VoxelPool::take`]; the oldest idle buffer is freed when [`KEEP`]
-    /// are kept.
+    /// Keeps `v` for a later [`VoxelPool::take`], freeing the oldest idle buffers beyond
+    /// [`KEEP`] or [`KEEP_BYTES`]; a buffer larger than [`KEEP_BYTES`] is freed at once.
     pub fn give_back<T: Pod + Send>(&self, v: Vec<T>) {
         let bytes = v.capacity() * std::mem::size_of::<T>();
         if bytes == 0 || bytes > KEEP_BYTES {

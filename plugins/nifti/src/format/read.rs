@@ -131,8 +131,8 @@ fn read_inner(path: &Path) -> Result<NiftiVolume, K> {
 }
 
 /// Runs `f` with an empty buffer for a whole compressed file. Each thread keeps its buffer
-/// between files up to [`KEPT_FILE_BUFFER`] bytes of capacity: a fresh one is mapped by the allocator and
-/// costs a page fault per 4 KiB on every file (a T1 batch: 300 faults a volume).
+/// between files up to [`KEPT_FILE_BUFFER`] bytes of capacity: a fresh one is mapped by the
+/// allocator and costs a page fault per 4 KiB on every file (a T1 batch: 300 faults a volume).
 fn with_file_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     thread_local! {
         static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };

@@ -64,6 +64,11 @@ macro_rules! for_each_variant {
 }
 
 impl VoxelData {
+    /// Hands the buffer to [`super::pool::POOL`] for a later read (once its values are used).
+    pub fn recycle(self) {
+        for_each_variant!(self, v => super::pool::POOL.give_back(v))
+    }
+
     /// Number of voxels.
     pub fn len(&self) -> usize {
         for_each_variant!(self, v => v.len())

@@ -36,7 +36,7 @@ PLAIN = os.path.join(HERE, "plain_script.py")
 
 DATASETS = [
     ("MNI152 2009a", "tests/data/nifti/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
-    ("T1 Siemens XA30", "pipelines/sample-data/t1w_siemens_xa30.nii.gz"),
+    ("T1 Siemens XA30", "tests/data/nifti/t1w_siemens_xa30.nii.gz"),
 ]
 
 

@@ -258,7 +258,7 @@ fn quickstart_writes_images_manifest_and_contact_sheets() {
     }
     let jsonl = std::fs::read_to_string(out.path().join("manifest.jsonl")).unwrap();
     assert_eq!(jsonl.lines().count(), rows.len());
-    for stem in ["t1w_brain_nibabel", "t1w_siemens_xa30"] {
+    for stem in ["t1w_brain_nibabel", "mni152_t1_brain"] {
         for plane in ["axial", "coronal", "sagittal"] {
             assert!(
                 files.contains(&format!("{stem}_{plane}_sheet.png")),

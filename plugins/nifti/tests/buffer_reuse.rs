@@ -9,7 +9,7 @@ use mindscan_plugin_nifti::stages::volume_item;
 
 fn t1() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../pipelines/sample-data/t1w_siemens_xa30.nii.gz")
+        .join("../../tests/data/nifti/t1w_siemens_xa30.nii.gz")
 }
 
 #[test]

@@ -9,5 +9,6 @@ pub fn descriptors() -> Vec<*const PluginDescriptor> {
         mindscan_plugin_imaging::plugin_descriptor(),
         mindscan_plugin_dicom::plugin_descriptor(),
         mindscan_plugin_watch::plugin_descriptor(),
+        mindscan_plugin_augment::plugin_descriptor(),
     ]
 }

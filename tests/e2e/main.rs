@@ -1,5 +1,6 @@
 //! End-to-end tests: the real binary, real plugin libraries, real data.
 
+mod augment;
 mod dicom;
 mod engine_behaviour;
 mod nifti_jpg;

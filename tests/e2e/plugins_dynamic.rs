@@ -17,6 +17,7 @@ fn first_party_cdylibs_clash_with_the_built_in_copies() {
     for (package, lib) in [
         ("mindscan-plugin-nifti-dylib", "mindscan_nifti"),
         ("mindscan-plugin-imaging-dylib", "mindscan_imaging"),
+        ("mindscan-plugin-augment-dylib", "mindscan_augment"),
     ] {
         let path = cdylib(package, lib);
         assert!(path.exists(), "{} not built", path.display());

@@ -668,6 +668,7 @@ impl Stage for ImageWrite {
             window_hi: window.hi,
             seed: Some(ctx.seed()),
             volume: m.str("volume_key").unwrap_or(item.key()).to_string(),
+            augment: m.0.get("augment").cloned(),
         };
         {
             let mut ms = self.manifests.lock().unwrap_or_else(|p| p.into_inner());

@@ -118,6 +118,9 @@ fn row(i: usize) -> ManifestRow {
         window_hi: 1e6 + 0.25,
         seed: (i == 1).then_some(42),
         volume: format!("vol,{i}"),
+        augment: (i == 2).then(
+            || serde_json::json!({"seed": 5, "transforms": [{"transform": "gamma", "gamma": 0.9}]}),
+        ),
     }
 }
 
@@ -188,7 +191,7 @@ fn csv_manifest_parses_back() {
     );
     for (i, r) in rows[1..].iter().enumerate() {
         let e = row(i);
-        assert_eq!(r.len(), 13);
+        assert_eq!(r.len(), 14);
         assert_eq!(r[0], e.path);
         assert_eq!(r[1], e.source);
         assert_eq!(r[3].parse::<usize>().unwrap(), i);
@@ -202,6 +205,8 @@ fn csv_manifest_parses_back() {
         assert_eq!(r[10].parse::<f64>().unwrap(), e.window_hi);
         assert_eq!(r[11], if i == 1 { "42" } else { "" });
         assert_eq!(r[12], e.volume);
+        let augment = e.augment.map(|a| a.to_string()).unwrap_or_default();
+        assert_eq!(r[13], augment, "the augment record is one JSON field");
     }
 }
 

@@ -6,7 +6,7 @@
 //! the temporary file. `path` values are relative to the manifest's folder with
 //! `/` separators, so a PyTorch `Dataset` can do `os.path.join(root, row["path"])`.
 //!
-//! Columns, in order: [`COLUMNS`]. In CSV an absent `frame` or `seed` is an empty
+//! Columns, in order: [`COLUMNS`]. In CSV an absent `frame`, `seed` or `augment` is an empty
 //! field; in JSONL it is `null`.
 
 use std::fs;
@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use super::fsio::temp_path_for;
 
 /// Manifest columns, in order.
-pub const COLUMNS: [&str; 13] = [
+pub const COLUMNS: [&str; 14] = [
     "path",
     "source",
     "plane",
@@ -30,6 +30,7 @@ pub const COLUMNS: [&str; 13] = [
     "window_hi",
     "seed",
     "volume",
+    "augment",
 ];
 
 /// Manifest file format.
@@ -71,6 +72,10 @@ pub struct ManifestRow {
     /// Key of the volume the image was cut from (unique per source item).
     #[serde(default)]
     pub volume: String,
+    /// How an `augment` stage made this image (seed, variant, every parameter drawn): JSON,
+    /// enough to regenerate it (`augment`'s `replay`). Absent for images not augmented.
+    #[serde(default)]
+    pub augment: Option<serde_json::Value>,
 }
 
 /// Streaming manifest writer; see the module docs.
@@ -97,7 +102,7 @@ fn csv_field(out: &mut String, s: &str) {
 
 fn csv_line(row: &ManifestRow) -> String {
     let opt = |v: Option<String>| v.unwrap_or_default();
-    let fields: [String; 13] = [
+    let fields: [String; 14] = [
         row.path.clone(),
         row.source.clone(),
         row.plane.clone(),
@@ -111,6 +116,7 @@ fn csv_line(row: &ManifestRow) -> String {
         row.window_hi.to_string(),
         opt(row.seed.map(|s| s.to_string())),
         row.volume.clone(),
+        opt(row.augment.as_ref().map(|a| a.to_string())),
     ];
     let mut line = String::with_capacity(128);
     for (i, f) in fields.iter().enumerate() {
@@ -298,13 +304,16 @@ fn cut_torn_tail(file: &mut fs::File) -> io::Result<()> {
     file.set_len(keep)
 }
 
-/// The `volume` of one manifest line (the last CSV field, or the JSON field).
+/// The `volume` of one manifest line (its CSV field, or the JSON field).
 fn row_volume(format: ManifestFormat, line: &str) -> Option<String> {
     match format {
         ManifestFormat::Jsonl => serde_json::from_str::<ManifestRow>(line)
             .ok()
             .map(|r| r.volume),
-        ManifestFormat::Csv => csv_fields(line).into_iter().nth(COLUMNS.len() - 1),
+        ManifestFormat::Csv => {
+            let at = COLUMNS.iter().position(|c| *c == "volume")?;
+            csv_fields(line).into_iter().nth(at)
+        }
     }
 }
 
@@ -363,6 +372,7 @@ mod tests {
             window_lo: 0.0,
             window_hi: 1.0,
             seed: Some(7),
+            augment: None,
         }
     }
 

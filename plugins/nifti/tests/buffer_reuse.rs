@@ -8,8 +8,7 @@ use mindscan_plugin_nifti::format::{VoxelData, read_nifti, write_nifti};
 use mindscan_plugin_nifti::stages::volume_item;
 
 fn t1() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/data/nifti/t1w_siemens_xa30.nii.gz")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/nifti/t1w_siemens_xa30.nii.gz")
 }
 
 #[test]

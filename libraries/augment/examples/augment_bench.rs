@@ -106,7 +106,7 @@ fn main() -> Result<()> {
         let t: Vec<f64> = (0..runs.max(3))
             .map(|_| {
                 let t0 = Instant::now();
-                let c = vol.data.clone();
+                let c = mindscan_augment::volume::copied(&vol.data);
                 std::hint::black_box(&c);
                 t0.elapsed().as_secs_f64()
             })

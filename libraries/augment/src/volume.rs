@@ -71,14 +71,77 @@ impl Volume {
         apply(&self.affine, c)
     }
 
+    /// Smallest and largest voxel (NaNs ignored), in parallel over 8-wide lanes that
+    /// compile to SIMD min/max.
     pub fn min_max(&self) -> (f32, f32) {
+        use rayon::prelude::*;
         self.data
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
+            .par_chunks(1 << 16)
+            .map(|c| {
+                let mut lo = [f32::INFINITY; 8];
+                let mut hi = [f32::NEG_INFINITY; 8];
+                let mut it = c.chunks_exact(8);
+                for v in &mut it {
+                    for l in 0..8 {
+                        lo[l] = if v[l] < lo[l] { v[l] } else { lo[l] };
+                        hi[l] = if v[l] > hi[l] { v[l] } else { hi[l] };
+                    }
+                }
+                let tail = it.remainder().iter();
+                let lo = lo
+                    .into_iter()
+                    .chain(tail.clone().copied())
+                    .fold(f32::INFINITY, f32::min);
+                let hi = hi
+                    .into_iter()
+                    .chain(tail.copied())
+                    .fold(f32::NEG_INFINITY, f32::max);
+                (lo, hi)
             })
+            .reduce(
+                || (f32::INFINITY, f32::NEG_INFINITY),
+                |a, b| (a.0.min(b.0), a.1.max(b.1)),
+            )
     }
 }
+
+/// A zeroed buffer for `n` voxels. Large ones ask the kernel for transparent huge pages first
+/// (as numpy does): a fresh 35 MB volume then costs ~20 page faults instead of ~8,500, which
+/// is most of the time of a flip or a gamma.
+pub fn zeroed(n: usize) -> Vec<f32> {
+    let v = vec![0f32; n];
+    advise_huge_pages(&v);
+    v
+}
+
+/// A copy of `src` in a buffer from [`zeroed`].
+pub fn copied(src: &[f32]) -> Vec<f32> {
+    let mut v = zeroed(src.len());
+    v.copy_from_slice(src);
+    v
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(v: &[f32]) {
+    const HUGE: usize = 2 << 20;
+    let start = v.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(v);
+    let first = start.div_ceil(HUGE) * HUGE;
+    if end >= first + HUGE {
+        // SAFETY: the range lies inside `v`'s allocation; MADV_HUGEPAGE only changes how the
+        // kernel backs it, never its contents.
+        unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                (end - first) / HUGE * HUGE,
+                libc::MADV_HUGEPAGE,
+            )
+        };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_: &[f32]) {}
 
 /// `A · [p, 1]` (first three rows).
 pub fn apply(a: &Affine, p: [f64; 3]) -> [f64; 3] {

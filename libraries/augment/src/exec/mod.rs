@@ -35,7 +35,11 @@ pub fn run_borrowed(
     let t = &plan.transforms;
     let n = t.iter().take_while(|a| a.is_spatial()).count();
     if n == 0 {
-        return run_from(plan, 0, vol.clone(), label.cloned());
+        let copy = Volume {
+            data: crate::volume::copied(&vol.data),
+            ..vol.clone_empty()
+        };
+        return run_from(plan, 0, copy, label.cloned());
     }
     let (data, label_data) = spatial(plan, &t[..n], vol, label);
     let moved = Volume {
@@ -185,7 +189,7 @@ pub fn spatial_steps(
 pub fn flipped(vol: &Volume, axes: [bool; 3]) -> Vec<f32> {
     let [ni, nj, nk] = vol.dims;
     let src = &vol.data;
-    let mut out = vec![0f32; src.len()];
+    let mut out = crate::volume::zeroed(src.len());
     use rayon::prelude::*;
     out.par_chunks_mut(ni).enumerate().for_each(|(r, row)| {
         let (j, k) = (r % nj, r / nj);

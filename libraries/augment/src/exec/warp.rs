@@ -350,7 +350,7 @@ pub(crate) fn voxel_steps(vol: &Volume, steps: &[Step]) -> Vec<VoxelStep> {
 pub fn resample(vol: &Volume, steps: &[Step], interpolation: Interpolation, pad: f32) -> Vec<f32> {
     let vsteps = voxel_steps(vol, steps);
     let [ni, nj, _] = vol.dims;
-    let mut out = vec![0f32; vol.len()];
+    let mut out = crate::volume::zeroed(vol.len());
     out.par_chunks_mut(ni)
         .enumerate()
         .with_min_len(8)
@@ -363,11 +363,17 @@ pub fn resample(vol: &Volume, steps: &[Step], interpolation: Interpolation, pad:
                     match s {
                         VoxelStep::Linear(m) => {
                             if first {
+                                // The row's start once, then the same sums per voxel.
+                                let (jf, kf) = (j as f32, k as f32);
+                                let base: [f32; 3] =
+                                    std::array::from_fn(|a| m[a][1] * jf + m[a][2] * kf);
                                 for (i, p) in pos.iter_mut().enumerate() {
-                                    let x = [i as f32, j as f32, k as f32];
-                                    *p = std::array::from_fn(|a| {
-                                        m[a][0] * x[0] + m[a][1] * x[1] + m[a][2] * x[2] + m[a][3]
-                                    });
+                                    let x = i as f32;
+                                    *p = [
+                                        m[0][0] * x + base[0] + m[0][3],
+                                        m[1][0] * x + base[1] + m[1][3],
+                                        m[2][0] * x + base[2] + m[2][3],
+                                    ];
                                 }
                             } else {
                                 for p in pos.iter_mut() {

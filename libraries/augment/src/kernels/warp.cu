@@ -42,8 +42,10 @@ extern "C" __global__ void warp(float* out, const float* src, unsigned int ni, u
         if (steps[at] == 0.0f) {
             const float* m = steps + at + 1;
             float q[3];
+            // The first step on the grid sums as the CPU twin does (row start, then i).
             for (int a = 0; a < 3; ++a)
-                q[a] = m[4 * a] * p[0] + m[4 * a + 1] * p[1] + m[4 * a + 2] * p[2] + m[4 * a + 3];
+                q[a] = at == 0 ? m[4 * a] * p[0] + (m[4 * a + 1] * p[1] + m[4 * a + 2] * p[2]) + m[4 * a + 3]
+                               : m[4 * a] * p[0] + m[4 * a + 1] * p[1] + m[4 * a + 2] * p[2] + m[4 * a + 3];
             p[0] = q[0]; p[1] = q[1]; p[2] = q[2];
             at += 13;
         } else {

@@ -127,6 +127,8 @@ pub fn run_points(vol: &mut Volume, steps: &[PointStep]) {
         });
 }
 
+/// `sign(x)·|x|^g` (TorchIO's Gamma for volumes with negative values; the same as `x^g`
+/// otherwise); NaN becomes 0.
 fn gamma_row(row: &mut [f32], g: f32) {
     for v in row {
         *v = v.signum() * v.abs().powf(g);

@@ -218,9 +218,26 @@ pub fn percentile(values: &mut [f32], q: f64) -> f64 {
 
 /// TorchIO `RescaleIntensity`: clip to the percentiles, map linearly to `out`.
 pub fn rescale(vol: &mut Volume, out: [f64; 2], percentiles: [f64; 2]) {
-    let mut scratch = vol.data.clone();
-    let lo = percentile(&mut scratch, percentiles[0]);
-    let hi = percentile(&mut scratch, percentiles[1]);
+    let (lo, hi) = if percentiles == [0.0, 100.0] {
+        // TorchIO's default: the minimum and maximum, no selection needed.
+        let (lo, hi) = vol.min_max();
+        (lo as f64, hi as f64)
+    } else {
+        let mut scratch = crate::volume::copied(&vol.data);
+        let lo = percentile(&mut scratch, percentiles[0]);
+        // The lower selection leaves every larger value above it: select the upper one there.
+        let n = scratch.len();
+        let at = (percentiles[0] / 100.0 * (n - 1) as f64).floor() as usize;
+        let hi = if percentiles[1] / 100.0 * (n - 1) as f64 >= (at + 1) as f64 {
+            let upper = &mut scratch[at + 1..];
+            let q = (percentiles[1] / 100.0 * (n - 1) as f64 - (at + 1) as f64)
+                / (upper.len() - 1).max(1) as f64;
+            percentile(upper, 100.0 * q)
+        } else {
+            percentile(&mut scratch, percentiles[1])
+        };
+        (lo, hi)
+    };
     if hi <= lo {
         return; // a constant volume: TorchIO leaves it as it is
     }

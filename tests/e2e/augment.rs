@@ -163,3 +163,54 @@ fn mindscan_cuda_present() -> bool {
     .iter()
     .any(|p| Path::new(p).exists())
 }
+
+/// Slices (2D images) augment too: variants stay in their plane, `keep_original` adds the slice
+/// itself, and every image gets a file of its own.
+#[test]
+fn two_d_slices_are_augmented_in_their_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("png");
+    let p = dir.path().join("slices.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "pipeline: aug2d\nseed: 3\nstages:\n\
+             \x20 - {{id: read, use: nifti.read, params: {{paths: [{}]}}}}\n\
+             \x20 - {{id: cut, use: volume.slice, inputs: [read], params: {{plane: axial, slices: middle}}}}\n\
+             \x20 - id: aug\n    use: augment\n    inputs: [cut]\n\
+             \x20   params: {{variants: 2, keep_original: true, device: cpu, transforms: \
+             [{{rescale: {{}}}}, {{affine: {{degrees: 20, scales: 0.2}}}}, {{elastic: {{}}}}, {{noise: {{std: 0.02}}}}]}}\n\
+             \x20 - {{id: img, use: image.write, inputs: [aug], params: {{out: {}, format: png, manifest: jsonl}}}}\n",
+            q(&data("nifti/anatomical.nii")),
+            q(&out),
+        ),
+    )
+    .unwrap();
+    run(&p);
+    let pngs: Vec<String> = list_files(&out)
+        .into_iter()
+        .filter(|f| f.ends_with(".png"))
+        .collect();
+    assert_eq!(pngs.len(), 3, "{pngs:?}");
+    assert!(pngs.iter().any(|f| f.contains("_original")), "{pngs:?}");
+    let rows: Vec<Value> = std::fs::read_to_string(out.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for r in rows.iter().filter(|r| !r["augment"].is_null()) {
+        for t in r["augment"]["transforms"].as_array().unwrap() {
+            if t["transform"] == "affine" {
+                // In-plane only: no rotation about the in-plane axes, no scaling across.
+                assert_eq!(t["degrees"][0], 0.0);
+                assert_eq!(t["degrees"][1], 0.0);
+                assert_eq!(t["scales"][2], 1.0);
+            }
+        }
+    }
+    let sizes: Vec<u64> = pngs
+        .iter()
+        .map(|f| std::fs::metadata(out.join(f)).unwrap().len())
+        .collect();
+    assert!(sizes.iter().all(|&s| s > 100), "{sizes:?}");
+}

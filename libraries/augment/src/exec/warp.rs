@@ -177,26 +177,7 @@ pub fn affine_map(
     translation: [f64; 3],
     c: [f64; 3],
 ) -> Affine {
-    let [ax, ay, az] = degrees.map(f64::to_radians);
-    let rx = [
-        [1.0, 0.0, 0.0],
-        [0.0, ax.cos(), -ax.sin()],
-        [0.0, ax.sin(), ax.cos()],
-    ];
-    let ry = [
-        [ay.cos(), 0.0, ay.sin()],
-        [0.0, 1.0, 0.0],
-        [-ay.sin(), 0.0, ay.cos()],
-    ];
-    let rz = [
-        [az.cos(), -az.sin(), 0.0],
-        [az.sin(), az.cos(), 0.0],
-        [0.0, 0.0, 1.0],
-    ];
-    let m3 = |a: [[f64; 3]; 3], b: [[f64; 3]; 3]| -> [[f64; 3]; 3] {
-        std::array::from_fn(|r| std::array::from_fn(|k| (0..3).map(|x| a[r][x] * b[x][k]).sum()))
-    };
-    let rot = m3(m3(rz, rx), ry);
+    let rot = euler_zxy(degrees);
     let lift = |m: [[f64; 3]; 3], t: [f64; 3]| -> Affine {
         let mut a = IDENTITY;
         for r in 0..3 {
@@ -218,6 +199,32 @@ pub fn affine_map(
         std::array::from_fn(|i| c[i] - inv_s[i] * c[i]),
     );
     mul(&invert(&r), &s)
+}
+
+/// ITK's Euler3D rotation `Rz·Rx·Ry` (right-handed, angles in degrees about x, y, z), the one
+/// TorchIO's affine and motion both use.
+pub fn euler_zxy(degrees: [f64; 3]) -> [[f64; 3]; 3] {
+    let [ax, ay, az] = degrees.map(f64::to_radians);
+    let rx = [
+        [1.0, 0.0, 0.0],
+        [0.0, ax.cos(), -ax.sin()],
+        [0.0, ax.sin(), ax.cos()],
+    ];
+    let ry = [
+        [ay.cos(), 0.0, ay.sin()],
+        [0.0, 1.0, 0.0],
+        [-ay.sin(), 0.0, ay.cos()],
+    ];
+    let rz = [
+        [az.cos(), -az.sin(), 0.0],
+        [az.sin(), az.cos(), 0.0],
+        [0.0, 0.0, 1.0],
+    ];
+    mat3(&mat3(&rz, &rx), &ry)
+}
+
+pub fn mat3(a: &[[f64; 3]; 3], b: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| a[i][k] * b[k][j]).sum()))
 }
 
 /// The world centre of an affine transform: the volume's centre or the origin.

@@ -98,23 +98,7 @@ pub fn motion(
 
 /// The RAS map (output world point → input world point) of one TorchIO movement.
 pub fn motion_map(degrees: [f64; 3], translation: [f64; 3]) -> Affine {
-    let [x, y, z] = degrees.map(f64::to_radians);
-    let rx = [
-        [1.0, 0.0, 0.0],
-        [0.0, x.cos(), -x.sin()],
-        [0.0, x.sin(), x.cos()],
-    ];
-    let ry = [
-        [y.cos(), 0.0, y.sin()],
-        [0.0, 1.0, 0.0],
-        [-y.sin(), 0.0, y.cos()],
-    ];
-    let rz = [
-        [z.cos(), -z.sin(), 0.0],
-        [z.sin(), z.cos(), 0.0],
-        [0.0, 0.0, 1.0],
-    ];
-    let r = mat3(&mat3(&rz, &rx), &ry);
+    let r = crate::exec::warp::euler_zxy(degrees);
     let f = [-1.0, -1.0, 1.0];
     let mut m = [[0.0; 4]; 4];
     for i in 0..3 {
@@ -125,10 +109,6 @@ pub fn motion_map(degrees: [f64; 3], translation: [f64; 3]) -> Affine {
     }
     m[3][3] = 1.0;
     m
-}
-
-pub(super) fn mat3(a: &[[f64; 3]; 3], b: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
-    std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| a[i][k] * b[k][j]).sum()))
 }
 
 /// For each position `s` of the shifted spectrum along axis 2, the segment whose spectrum it

@@ -462,3 +462,20 @@ fn the_vectorised_row_sampler_gives_the_scalar_bits() {
         assert_eq!(g.to_bits(), want.to_bits(), "at {p:?}");
     }
 }
+
+#[test]
+fn borrowed_input_gives_the_same_bytes_as_an_owned_copy() {
+    let v = input();
+    let geo = geometry(&v);
+    for json in [
+        r#"[{"gamma": {}}, {"noise": {}}, {"affine": {"default_pad_value": 0}}]"#,
+        r#"[{"affine": {}}, {"bias_field": {}}]"#,
+        r#"[{"rescale": {}}, {"blur": {}}]"#,
+        r#"[{"flip": {"flip_probability": 1.0}}, {"noise": {"kind": "rician"}}]"#,
+    ] {
+        let p = draw(&specs(json), 8, 1, &geo).unwrap();
+        let owned = exec::run(&p, v.clone(), None).unwrap().0;
+        let borrowed = exec::run_borrowed(&p, &v, None).unwrap().0;
+        assert_eq!(owned.data, borrowed.data, "{json}");
+    }
+}

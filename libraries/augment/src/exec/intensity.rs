@@ -100,6 +100,12 @@ impl BiasField {
 
 /// Runs point-wise steps in one pass.
 pub fn run_points(vol: &mut Volume, steps: &[PointStep]) {
+    run_points_from(None, vol, steps)
+}
+
+/// [`run_points`] reading the voxels from `src` (the same geometry) instead of `vol`: the copy
+/// of a borrowed input is fused into the pass, row by row while it is in cache.
+pub fn run_points_from(src: Option<&[f32]>, vol: &mut Volume, steps: &[PointStep]) {
     let [ni, nj, _] = vol.dims;
     vol.data
         .par_chunks_mut(ni)
@@ -108,6 +114,9 @@ pub fn run_points(vol: &mut Volume, steps: &[PointStep]) {
         .for_each_init(Scratch::default, |scratch, (r, row)| {
             let (j, k) = (r % nj, r / nj);
             let first = r * ni;
+            if let Some(src) = src {
+                row.copy_from_slice(&src[first..first + row.len()]);
+            }
             for s in steps {
                 match s {
                     PointStep::Gamma(g) => gamma_row(row, *g),

@@ -35,11 +35,21 @@ pub fn run_borrowed(
     let t = &plan.transforms;
     let n = t.iter().take_while(|a| a.is_spatial()).count();
     if n == 0 {
-        let copy = Volume {
-            data: crate::volume::copied(&vol.data),
+        let mut out = Volume {
+            data: crate::volume::zeroed(vol.len()),
             ..vol.clone_empty()
         };
-        return run_from(plan, 0, copy, label.cloned());
+        // Point-wise steps first: they read the input and write the copy in the same pass.
+        let steps: Vec<PointStep> = t
+            .iter()
+            .map_while(|a| PointStep::of(a, plan.seed, plan.variant, vol.dims))
+            .collect();
+        if steps.is_empty() {
+            out.data.copy_from_slice(&vol.data);
+        } else {
+            intensity::run_points_from(Some(&vol.data), &mut out, &steps);
+        }
+        return run_from(plan, steps.len(), out, label.cloned());
     }
     let (data, label_data) = spatial(plan, &t[..n], vol, label);
     let moved = Volume {

@@ -126,7 +126,7 @@ fn main() -> Result<()> {
             let out = match &device {
                 Resolved::Cuda(gpu) if cuda::unsupported(&plan).is_none() => {
                     let stream = gpu.stream()?;
-                    cuda::run(gpu, &stream, &plan, vol.clone(), None)?.0
+                    cuda::run(gpu, &stream, &plan, &vol, None)?.0
                 }
                 Resolved::Cuda(_) => {
                     eprintln!("{name}: no CUDA kernel yet, skipped");

@@ -10,8 +10,8 @@ use anyhow::{Result, bail};
 use mindscan_cuda::{CudaSlice, CudaStream, Gpu, LaunchConfig, PushKernelArg};
 
 use crate::exec::intensity::PointStep;
+use crate::exec::spatial_steps;
 use crate::exec::warp::{VoxelStep, voxel_steps};
-use crate::exec::{self, spatial_steps};
 use crate::plan::{Applied, Plan};
 use crate::spec::{Interpolation, PadValue};
 use crate::volume::Volume;
@@ -62,8 +62,8 @@ pub fn run(
     gpu: &Arc<Gpu>,
     stream: &Arc<CudaStream>,
     plan: &Plan,
-    vol: Volume,
-    label: Option<Volume>,
+    vol: &Volume,
+    label: Option<&Volume>,
 ) -> Result<(Volume, Option<Volume>)> {
     if let Some(what) = unsupported(plan) {
         bail!("the GPU cannot run {what} yet");
@@ -82,8 +82,8 @@ pub fn run(
             let end = i + t[i..].iter().take_while(|a| a.is_spatial()).count();
             let run = &t[i..end];
             let flips_only = run.iter().all(|a| matches!(a, Applied::Flip { .. }));
-            let (steps, interpolation, pad) = spatial_steps(plan, run, &vol);
-            let (words, coef) = encode_warp(&voxel_steps(&vol, &steps));
+            let (steps, interpolation, pad) = spatial_steps(plan, run, vol);
+            let (words, coef) = encode_warp(&voxel_steps(vol, &steps));
             // Flips alone sample exact integer coordinates: nearest makes them bit-exact.
             let nearest = flips_only || interpolation == Interpolation::Nearest;
             cur = warp(gpu, stream, &cur, dims, &words, &coef, nearest, pad)?;
@@ -100,15 +100,17 @@ pub fn run(
             points(gpu, stream, &mut cur, dims, &encode_points(&steps))?;
         }
     }
-    let mut out = vol;
-    out.data = stream.clone_dtoh(&cur)?;
+    let out = Volume {
+        data: stream.clone_dtoh(&cur)?,
+        ..vol.clone_empty()
+    };
     debug_assert_eq!(out.data.len(), n);
     let label = match (label, lab) {
-        (Some(mut l), Some(d)) => {
-            l.data = stream.clone_dtoh(&d)?;
-            Some(l)
-        }
-        (l, _) => l,
+        (Some(l), Some(d)) => Some(Volume {
+            data: stream.clone_dtoh(&d)?,
+            ..l.clone_empty()
+        }),
+        _ => None,
     };
     Ok((out, label))
 }
@@ -228,13 +230,4 @@ fn points(
     // encode_points; one thread per voxel, bounds-checked in the kernel.
     unsafe { l.launch(launch_config(n)?) }?;
     Ok(())
-}
-
-/// The CPU result of the same plan, for parity checks.
-pub fn cpu_twin(
-    plan: &Plan,
-    vol: Volume,
-    label: Option<Volume>,
-) -> Result<(Volume, Option<Volume>)> {
-    exec::run(plan, vol, label)
 }

@@ -94,7 +94,7 @@ fn gpu_plans_match_the_cpu_twin() {
         let plan = plan_for(json, seed as u64 + 1, &v, None);
         assert!(cuda::unsupported(&plan).is_none(), "{json}");
         let (want, want_l) = exec::run(&plan, v.clone(), Some(label.clone())).unwrap();
-        let (got, got_l) = cuda::run(&gpu, &stream, &plan, v.clone(), Some(label.clone())).unwrap();
+        let (got, got_l) = cuda::run(&gpu, &stream, &plan, &v, Some(&label)).unwrap();
         if *exact {
             assert_eq!(got.data, want.data, "{json}: not bit-identical");
         } else {

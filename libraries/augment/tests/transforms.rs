@@ -479,3 +479,66 @@ fn borrowed_input_gives_the_same_bytes_as_an_owned_copy() {
         assert_eq!(owned.data, borrowed.data, "{json}");
     }
 }
+
+#[test]
+fn labels_to_image_draws_each_label_from_its_own_gaussian() {
+    let v = input();
+    let label = Volume::new(
+        v.data
+            .iter()
+            .map(|&x| {
+                if x > 12000.0 {
+                    2.0
+                } else if x > 4000.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+        v.dims,
+        v.affine,
+    )
+    .unwrap();
+    let geo = Geometry {
+        dims: v.dims,
+        affine: &v.affine,
+        labels: Some(&[0.0, 1.0, 2.0]),
+    };
+    let p = draw(
+        &specs(r#"[{"labels_to_image": {"ignore_background": true}}]"#),
+        4,
+        0,
+        &geo,
+    )
+    .unwrap();
+    let Applied::LabelsToImage { classes, .. } = &p.transforms[0] else {
+        panic!("{p:?}")
+    };
+    let (img, lab) = exec::run(&p, v.clone(), Some(label.clone())).unwrap();
+    assert_eq!(
+        lab.unwrap().data,
+        label.data,
+        "the label map is left as it was"
+    );
+    for &[l, mean, std] in classes {
+        let vals: Vec<f64> = img
+            .data
+            .iter()
+            .zip(&label.data)
+            .filter(|(_, x)| **x as f64 == l)
+            .map(|(v, _)| *v as f64)
+            .collect();
+        let m = vals.iter().sum::<f64>() / vals.len() as f64;
+        if l == 0.0 {
+            assert!(vals.iter().all(|&x| x == 0.0), "background stays 0");
+            continue;
+        }
+        let sd = (vals.iter().map(|x| (x - m).powi(2)).sum::<f64>() / vals.len() as f64).sqrt();
+        assert!(
+            (m - mean).abs() < 4.0 * std / (vals.len() as f64).sqrt() + 1e-6,
+            "label {l}: mean {m} vs {mean}"
+        );
+        assert!((sd / std - 1.0).abs() < 0.1, "label {l}: std {sd} vs {std}");
+    }
+}

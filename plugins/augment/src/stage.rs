@@ -18,8 +18,8 @@ pub struct AugmentParams {
     pub variants: u32,
     /// The composition, applied in order: e.g. `[{flip: {axes: [LR]}}, {affine: {degrees: 10}}]`.
     pub transforms: Vec<TransformSpec>,
-    /// Also emit the input itself first (as float32, unchanged, stem suffix `_original`), so
-    /// the dataset holds the real scan beside its variants.
+    /// Also emit the input itself (as float32, unchanged, stem suffix `_original`, after its
+    /// variants), so the dataset holds the real scan beside them.
     #[serde(default)]
     pub keep_original: bool,
     /// Tensor of the item holding a label map moved with the image (nearest neighbour); it
@@ -91,11 +91,6 @@ impl Stage for Augment {
         self.announced
             .call_once(|| ctx.info(&format!("running on {}", self.device)));
         let input = Input::read(&item, &self.label)?;
-        if self.keep_original {
-            let orig =
-                input.item_for(&item, "original", input.volume.clone(), input.label.clone())?;
-            out.emit(orig)?;
-        }
         let labels = input.label.as_ref().map(|l| label_values(&l.data));
         let geo = Geometry {
             dims: input.volume.dims,
@@ -115,6 +110,14 @@ impl Stage for Augment {
             let mut variant = input.item_for(&item, &name, vol, label)?;
             variant.meta.set("augment", &plan);
             out.emit(variant)?;
+        }
+        if self.keep_original {
+            // Last, so its voxels move into the item instead of being copied.
+            let mut input = input;
+            let empty = input.volume.clone_empty();
+            let vol = std::mem::replace(&mut input.volume, empty);
+            let label = input.label.take();
+            out.emit(input.item_for(&item, "original", vol, label)?)?;
         }
         Ok(())
     }
@@ -136,8 +139,8 @@ impl Augment {
                         gpu,
                         &stream,
                         plan,
-                        input.volume.clone(),
-                        input.label.clone(),
+                        &input.volume,
+                        input.label.as_ref(),
                     );
                     self.streams
                         .lock()

@@ -189,23 +189,6 @@ fn noise_row(
     }
 }
 
-/// Calls `f(offset, normal)` for the voxels `first .. first + len`, computing each Philox block
-/// (four normals) once.
-#[inline(always)]
-fn for_normals(len: usize, first: usize, s: &Stream, mut f: impl FnMut(usize, f32)) {
-    let mut idx = first;
-    let end = first + len;
-    while idx < end {
-        let block = s.normal4((idx / 4) as u64);
-        let lane0 = idx % 4;
-        let take = (4 - lane0).min(end - idx);
-        for (l, &z) in block[lane0..lane0 + take].iter().enumerate() {
-            f(idx - first + l, z);
-        }
-        idx += take;
-    }
-}
-
 /// The `q`-th percentile (0..=100) with numpy's linear interpolation.
 pub fn percentile(values: &mut [f32], q: f64) -> f64 {
     let n = values.len();
@@ -293,12 +276,13 @@ pub fn labels_to_image(vol: &mut Volume, label: &Volume, classes: &[[f64; 3]], s
         .par_chunks_mut(n)
         .zip(label.data.par_chunks(n))
         .enumerate()
-        .for_each(|(r, (row, labels))| {
-            for_normals(row.len(), r * n, stream, |o, z| {
-                row[o] = match classes.iter().find(|c| c[0] as f32 == labels[o]) {
+        .for_each_init(Scratch::default, |scratch, (r, (row, labels))| {
+            let normals = scratch.normals(stream, r * n, row.len());
+            for ((v, &l), &z) in row.iter_mut().zip(labels).zip(normals) {
+                *v = match classes.iter().find(|c| c[0] as f32 == l) {
                     Some(&[_, mean, std]) => mean as f32 + std as f32 * z,
                     _ => 0.0,
                 };
-            });
+            }
         });
 }

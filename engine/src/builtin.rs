@@ -10,5 +10,7 @@ pub fn descriptors() -> Vec<*const PluginDescriptor> {
         mindscan_plugin_dicom::plugin_descriptor(),
         mindscan_plugin_watch::plugin_descriptor(),
         mindscan_plugin_augment::plugin_descriptor(),
+        mindscan_plugin_tensor::plugin_descriptor(),
+        mindscan_plugin_diffusion::plugin_descriptor(),
     ]
 }

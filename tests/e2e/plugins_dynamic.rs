@@ -18,6 +18,7 @@ fn first_party_cdylibs_clash_with_the_built_in_copies() {
         ("mindscan-plugin-nifti-dylib", "mindscan_nifti"),
         ("mindscan-plugin-imaging-dylib", "mindscan_imaging"),
         ("mindscan-plugin-augment-dylib", "mindscan_augment"),
+        ("mindscan-plugin-tensor-dylib", "mindscan_tensor"),
     ] {
         let path = cdylib(package, lib);
         assert!(path.exists(), "{} not built", path.display());

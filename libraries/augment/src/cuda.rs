@@ -18,7 +18,7 @@ use crate::volume::Volume;
 
 /// `kernels/points.cu` after the Philox header it uses.
 pub const POINTS_SOURCE: &str = concat!(
-    include_str!("kernels/philox.cuh"),
+    include_str!("../../random/kernels/philox.cuh"),
     include_str!("kernels/points.cu")
 );
 pub const POINTS_NAME: &str = "points.cu";

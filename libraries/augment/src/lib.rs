@@ -8,7 +8,8 @@ pub mod cuda;
 pub mod draw;
 pub mod exec;
 pub mod plan;
-pub mod rng;
+/// The counter-based generator is shared with diffusion: one crate, one definition.
+pub use mindscan_random as rng;
 pub mod spec;
 pub mod volume;
 

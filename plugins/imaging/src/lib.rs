@@ -1,5 +1,5 @@
-//! First-party imaging stages: `intensity.window`, `volume.slice` and `image.write`, on top of
-//! the pure [`core`] functions.
+//! First-party imaging stages: `intensity.window`, `volume.slice`, `image.resize` and
+//! `image.write`, on top of the pure [`core`] functions.
 
 pub mod core;
 mod histogram;
@@ -7,5 +7,10 @@ pub mod stages;
 
 mindscan_sdk::plugin!(
     name: "imaging",
-    stages: [stages::IntensityWindow, stages::VolumeSlice, stages::ImageWrite]
+    stages: [
+        stages::IntensityWindow,
+        stages::VolumeSlice,
+        stages::ImageResize,
+        stages::ImageWrite
+    ]
 );

@@ -1,5 +1,9 @@
-//! Pipeline stages over the pure [`crate::core`] functions: `intensity.window`, `volume.slice`
-//! and `image.write`.
+//! Pipeline stages over the pure [`crate::core`] functions: `intensity.window`, `volume.slice`,
+//! `image.resize` (in [`resize`]) and `image.write`.
+
+pub mod resize;
+
+pub use resize::ImageResize;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -669,6 +673,7 @@ impl Stage for ImageWrite {
             seed: Some(ctx.seed()),
             volume: m.str("volume_key").unwrap_or(item.key()).to_string(),
             augment: m.0.get("augment").cloned(),
+            diffusion: m.0.get("diffusion").cloned(),
         };
         {
             let mut ms = self.manifests.lock().unwrap_or_else(|p| p.into_inner());

@@ -121,6 +121,7 @@ fn row(i: usize) -> ManifestRow {
         augment: (i == 2).then(
             || serde_json::json!({"seed": 5, "transforms": [{"transform": "gamma", "gamma": 0.9}]}),
         ),
+        diffusion: (i == 0).then(|| serde_json::json!({"seed": 9, "sampler": "ddim", "steps": 50})),
     }
 }
 

@@ -6,7 +6,7 @@
 //! the temporary file. `path` values are relative to the manifest's folder with
 //! `/` separators, so a PyTorch `Dataset` can do `os.path.join(root, row["path"])`.
 //!
-//! Columns, in order: [`COLUMNS`]. In CSV an absent `frame`, `seed` or `augment` is an empty
+//! Columns, in order: [`COLUMNS`]. In CSV an absent `frame`, `seed`, `augment` or `diffusion` is an empty
 //! field; in JSONL it is `null`.
 
 use std::fs;
@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use super::fsio::temp_path_for;
 
 /// Manifest columns, in order.
-pub const COLUMNS: [&str; 14] = [
+pub const COLUMNS: [&str; 15] = [
     "path",
     "source",
     "plane",
@@ -31,6 +31,7 @@ pub const COLUMNS: [&str; 14] = [
     "seed",
     "volume",
     "augment",
+    "diffusion",
 ];
 
 /// Manifest file format.
@@ -76,6 +77,10 @@ pub struct ManifestRow {
     /// enough to regenerate it (`augment`'s `replay`). Absent for images not augmented.
     #[serde(default)]
     pub augment: Option<serde_json::Value>,
+    /// How a diffusion stage made this image (seed, sampler, steps, eta, strength, class, the
+    /// weights' SHA-256): JSON. Absent for images not synthesised.
+    #[serde(default)]
+    pub diffusion: Option<serde_json::Value>,
 }
 
 /// Streaming manifest writer; see the module docs.
@@ -102,7 +107,7 @@ fn csv_field(out: &mut String, s: &str) {
 
 fn csv_line(row: &ManifestRow) -> String {
     let opt = |v: Option<String>| v.unwrap_or_default();
-    let fields: [String; 14] = [
+    let fields: [String; 15] = [
         row.path.clone(),
         row.source.clone(),
         row.plane.clone(),
@@ -117,6 +122,7 @@ fn csv_line(row: &ManifestRow) -> String {
         opt(row.seed.map(|s| s.to_string())),
         row.volume.clone(),
         opt(row.augment.as_ref().map(|a| a.to_string())),
+        opt(row.diffusion.as_ref().map(|a| a.to_string())),
     ];
     let mut line = String::with_capacity(128);
     for (i, f) in fields.iter().enumerate() {
@@ -373,6 +379,7 @@ mod tests {
             window_hi: 1.0,
             seed: Some(7),
             augment: None,
+            diffusion: None,
         }
     }
 

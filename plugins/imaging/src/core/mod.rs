@@ -21,6 +21,7 @@ pub mod fsio;
 pub mod manifest;
 pub mod naming;
 pub mod orient;
+pub mod resize;
 pub mod slice;
 pub mod voxel;
 pub mod window;
@@ -33,6 +34,7 @@ pub use fsio::write_atomic;
 pub use manifest::{ManifestFormat, ManifestRow, ManifestWriter, relative_path};
 pub use naming::{NameFields, NameTemplate, NamingError, file_stem};
 pub use orient::{CanonicalView, OrientError, Orientation};
+pub use resize::{Interpolation, ResizeMode, ResizePlan};
 pub use slice::{
     EmptySliceRule, FrameSelection, Plane, Slice2D, SliceError, SliceOptions, SlicePixels,
     SliceSelection, extract_native_into, extract_slice, extract_slice_typed, foreground_fraction,

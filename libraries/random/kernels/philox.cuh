@@ -1,4 +1,4 @@
-// Philox4x32-10 and the float conversions of src/rng.rs, operation for operation: compiled
+// Philox4x32-10 and the float conversions of mindscan-random (src/lib.rs), operation for operation: compiled
 // with --fmad=false these give the CPU's bits.
 
 struct u32x4 { unsigned int x, y, z, w; };

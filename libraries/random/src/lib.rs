@@ -22,7 +22,15 @@ pub enum Purpose {
     Field = 4,
     /// Patch positions (swap) and other per-transform lists.
     List = 5,
+    /// Diffusion: the starting noise x_T of a sample, or the forward process's ε.
+    Start = 6,
+    /// Diffusion: the noise added by one reverse step (DDPM, DDIM with eta > 0); the slot is
+    /// the step's timestep.
+    Step = 7,
 }
+
+/// `kernels/philox.cuh`: the CUDA twin of this crate, for kernels to prepend to their source.
+pub const PHILOX_CUH: &str = include_str!("../kernels/philox.cuh");
 
 /// The address of one Philox stream: key from the seed, the high counter words from the
 /// variant, transform slot and purpose. Block `n` of the stream is `philox(ctr=[n_lo, n_hi,

@@ -1,0 +1,1 @@
+mindscan_sdk::export_plugin!(mindscan_plugin_tensor::plugin_descriptor);

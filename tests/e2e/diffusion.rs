@@ -214,3 +214,79 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
     }
     sab / (saa * sbb).sqrt()
 }
+
+/// `pipelines/diffusion-pairs.yaml` as shipped (out folder moved): every row of the shards is a
+/// forward-diffusion pair, x_t = sqrt(ᾱ_t)·x₀ + sqrt(1 − ᾱ_t)·ε with ᾱ from MONAI's linear
+/// schedule (recomputed here in f64), t in range, x₀ in [-1, 1].
+#[test]
+fn the_diffusion_pairs_pipeline_writes_consistent_pairs() {
+    use safetensors::SafeTensors;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pairs");
+    let (code, _, stderr) = output(
+        mindscan()
+            .current_dir(workspace_root())
+            .args(["-q", "run", "--no-progress", "pipelines/diffusion-pairs.yaml", "--set"])
+            .arg(format!("pairs.out={}", out.display())),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let index: Value = serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).unwrap()).unwrap();
+    let total = index["total_items"].as_u64().unwrap();
+    assert!(total >= 200, "{total} pairs");
+    let betas: Vec<f64> = (0..1000).map(|i| 1e-4 + (2e-2 - 1e-4) * i as f64 / 999.0).collect();
+    let mut ac = Vec::with_capacity(1000);
+    let mut prod = 1.0;
+    for b in &betas {
+        prod *= 1.0 - b;
+        ac.push(prod);
+    }
+    let f32s = |b: &[u8]| -> Vec<f32> { b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect() };
+    let mut rows = 0;
+    let mut ts = std::collections::HashSet::new();
+    for shard in index["shards"].as_array().unwrap() {
+        let bytes = std::fs::read(out.join(shard["file"].as_str().unwrap())).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let (xt, eps, x0, t) = (st.tensor("x_t").unwrap(), st.tensor("noise").unwrap(), st.tensor("x_0").unwrap(), st.tensor("t").unwrap());
+        let n = shard["items"].as_u64().unwrap() as usize;
+        assert_eq!(xt.shape(), &[n, 1, 64, 64]);
+        assert_eq!(t.shape(), &[n]);
+        let (xt, eps, x0) = (f32s(xt.data()), f32s(eps.data()), f32s(x0.data()));
+        let t: Vec<i64> = t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        for r in 0..n {
+            let ti = t[r];
+            assert!((0..1000).contains(&ti), "t = {ti}");
+            ts.insert(ti);
+            let (a, b) = (ac[ti as usize].sqrt(), (1.0 - ac[ti as usize]).sqrt());
+            for p in r * 4096..(r + 1) * 4096 {
+                assert!((-1.0..=1.0).contains(&x0[p]), "x0 {}", x0[p]);
+                let want = a * x0[p] as f64 + b * eps[p] as f64;
+                assert!((xt[p] as f64 - want).abs() < 1e-4, "row {r} pixel {p}: x_t {} vs {want}", xt[p]);
+            }
+            rows += 1;
+        }
+    }
+    assert_eq!(rows as u64, total);
+    assert!(ts.len() > total as usize / 2, "timesteps are drawn per pair: {} distinct", ts.len());
+}
+
+/// `pipelines/synthesize.yaml` as shipped, made shorter with `--set`: PNGs, both manifests with
+/// the `diffusion` column, and the contact sheet.
+#[test]
+fn the_synthesize_pipeline_runs_as_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("synth");
+    let (code, _, stderr) = output(
+        mindscan()
+            .current_dir(workspace_root())
+            .args(["-q", "run", "--no-progress", "pipelines/synthesize.yaml"])
+            .args(["--set", "sample.count=4", "--set", "sample.steps=5", "--set"])
+            .arg(format!("images.out={}", out.display())),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let files = pngs(&out);
+    assert_eq!(files.len(), 5, "{:?}", files.keys());
+    let csv = std::fs::read_to_string(out.join("manifest.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with(",augment,diffusion"), "{csv}");
+    assert_eq!(csv.lines().count(), 5);
+    assert!(csv.contains("model_sha256"), "{csv}");
+}

@@ -64,12 +64,20 @@ fn synthetic_slices_are_reproducible_and_say_how_they_were_made() {
     run(&synth_pipeline(dir.path(), 3, params, &b));
     let (fa, fb) = (pngs(&a), pngs(&b));
     assert_eq!(fa.len(), 7, "six samples and a sheet: {:?}", fa.keys());
-    assert!(fa.keys().any(|f| f.ends_with("_sheet.png")), "{:?}", fa.keys());
+    assert!(
+        fa.keys().any(|f| f.ends_with("_sheet.png")),
+        "{:?}",
+        fa.keys()
+    );
     assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
     for (name, bytes) in &fa {
         assert!(bytes == &fb[name], "{name} differs between 1 and 3 workers");
     }
-    let samples: Vec<&Vec<u8>> = fa.iter().filter(|(f, _)| !f.ends_with("_sheet.png")).map(|(_, b)| b).collect();
+    let samples: Vec<&Vec<u8>> = fa
+        .iter()
+        .filter(|(f, _)| !f.ends_with("_sheet.png"))
+        .map(|(_, b)| b)
+        .collect();
     assert_ne!(samples[0], samples[1], "samples differ from each other");
 
     let rows: Vec<Value> = std::fs::read_to_string(a.join("manifest.jsonl"))
@@ -100,7 +108,9 @@ fn another_seed_gives_other_samples() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     run(&synth_pipeline(dir.path(), 1, params, &a));
     let p = synth_pipeline(dir.path(), 1, params, &b);
-    let yaml = std::fs::read_to_string(&p).unwrap().replace("seed: 11", "seed: 12");
+    let yaml = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("seed: 11", "seed: 12");
     std::fs::write(&p, yaml).unwrap();
     run(&p);
     let (fa, fb) = (pngs(&a), pngs(&b));
@@ -118,13 +128,19 @@ fn diffusion_mistakes_are_clear_errors() {
         ("count: 1, class: 2", "no class embedding"),
         ("count: 1, steps: 5000", "inference steps"),
         ("count: 1, sampler: ddpm, eta: 0.5", "eta applies to ddim"),
-        ("count: 1, noise_file: /nonexistent/noise.npy", "/nonexistent/noise.npy"),
+        (
+            "count: 1, noise_file: /nonexistent/noise.npy",
+            "/nonexistent/noise.npy",
+        ),
     ] {
         let p = synth_pipeline(dir.path(), 1, params, &out);
         let (code, _, stderr) = output(mindscan().args(["-q", "run", "--no-progress"]).arg(&p));
         assert_ne!(code, Some(0), "{params}");
         assert!(stderr.contains(needle), "{params}: {stderr}");
-        assert!(!out.exists() || pngs(&out).is_empty(), "{params}: wrote images");
+        assert!(
+            !out.exists() || pngs(&out).is_empty(),
+            "{params}: wrote images"
+        );
     }
     let p = dir.path().join("nomodel.yaml");
     std::fs::write(
@@ -183,9 +199,15 @@ fn img2img_variants_keep_the_anatomy() {
     assert_ne!(v[0], v[1], "the two variants are the same image");
     let input = gray(pngs(&dir.path().join("orig")).values().next().unwrap());
     // Strength 1 starts from pure noise: a brain, but not this one.
-    let full: Vec<Vec<f64>> = pngs(&dir.path().join("full")).values().map(|b| gray(b)).collect();
+    let full: Vec<Vec<f64>> = pngs(&dir.path().join("full"))
+        .values()
+        .map(|b| gray(b))
+        .collect();
     assert_eq!(full.len(), 2);
-    let r_full = full.iter().map(|f| pearson(f, &input)).fold(f64::MIN, f64::max);
+    let r_full = full
+        .iter()
+        .map(|f| pearson(f, &input))
+        .fold(f64::MIN, f64::max);
     for variant in &v {
         let r = pearson(variant, &input);
         assert!(
@@ -196,11 +218,16 @@ fn img2img_variants_keep_the_anatomy() {
 }
 
 fn gray(png_bytes: &[u8]) -> Vec<f64> {
-    let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes)).read_info().unwrap();
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes))
+        .read_info()
+        .unwrap();
     let mut buf = vec![0; reader.output_buffer_size().unwrap()];
     let info = reader.next_frame(&mut buf).unwrap();
     assert_eq!((info.width, info.height), (64, 64));
-    buf[..info.buffer_size()].iter().map(|&b| b as f64).collect()
+    buf[..info.buffer_size()]
+        .iter()
+        .map(|&b| b as f64)
+        .collect()
 }
 
 fn pearson(a: &[f64], b: &[f64]) -> f64 {
@@ -226,47 +253,77 @@ fn the_diffusion_pairs_pipeline_writes_consistent_pairs() {
     let (code, _, stderr) = output(
         mindscan()
             .current_dir(workspace_root())
-            .args(["-q", "run", "--no-progress", "pipelines/diffusion-pairs.yaml", "--set"])
+            .args([
+                "-q",
+                "run",
+                "--no-progress",
+                "pipelines/diffusion-pairs.yaml",
+                "--set",
+            ])
             .arg(format!("pairs.out={}", out.display())),
     );
     assert_eq!(code, Some(0), "{stderr}");
-    let index: Value = serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).unwrap()).unwrap();
     let total = index["total_items"].as_u64().unwrap();
     assert!(total >= 200, "{total} pairs");
-    let betas: Vec<f64> = (0..1000).map(|i| 1e-4 + (2e-2 - 1e-4) * i as f64 / 999.0).collect();
+    let betas: Vec<f64> = (0..1000)
+        .map(|i| 1e-4 + (2e-2 - 1e-4) * i as f64 / 999.0)
+        .collect();
     let mut ac = Vec::with_capacity(1000);
     let mut prod = 1.0;
     for b in &betas {
         prod *= 1.0 - b;
         ac.push(prod);
     }
-    let f32s = |b: &[u8]| -> Vec<f32> { b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect() };
+    let f32s = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
     let mut rows = 0;
     let mut ts = std::collections::HashSet::new();
     for shard in index["shards"].as_array().unwrap() {
         let bytes = std::fs::read(out.join(shard["file"].as_str().unwrap())).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
-        let (xt, eps, x0, t) = (st.tensor("x_t").unwrap(), st.tensor("noise").unwrap(), st.tensor("x_0").unwrap(), st.tensor("t").unwrap());
+        let (xt, eps, x0, t) = (
+            st.tensor("x_t").unwrap(),
+            st.tensor("noise").unwrap(),
+            st.tensor("x_0").unwrap(),
+            st.tensor("t").unwrap(),
+        );
         let n = shard["items"].as_u64().unwrap() as usize;
         assert_eq!(xt.shape(), &[n, 1, 64, 64]);
         assert_eq!(t.shape(), &[n]);
         let (xt, eps, x0) = (f32s(xt.data()), f32s(eps.data()), f32s(x0.data()));
-        let t: Vec<i64> = t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
-        for r in 0..n {
-            let ti = t[r];
+        let t: Vec<i64> = t
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(t.len(), n);
+        for (r, &ti) in t.iter().enumerate() {
             assert!((0..1000).contains(&ti), "t = {ti}");
             ts.insert(ti);
             let (a, b) = (ac[ti as usize].sqrt(), (1.0 - ac[ti as usize]).sqrt());
             for p in r * 4096..(r + 1) * 4096 {
                 assert!((-1.0..=1.0).contains(&x0[p]), "x0 {}", x0[p]);
                 let want = a * x0[p] as f64 + b * eps[p] as f64;
-                assert!((xt[p] as f64 - want).abs() < 1e-4, "row {r} pixel {p}: x_t {} vs {want}", xt[p]);
+                assert!(
+                    (xt[p] as f64 - want).abs() < 1e-4,
+                    "row {r} pixel {p}: x_t {} vs {want}",
+                    xt[p]
+                );
             }
             rows += 1;
         }
     }
     assert_eq!(rows as u64, total);
-    assert!(ts.len() > total as usize / 2, "timesteps are drawn per pair: {} distinct", ts.len());
+    assert!(
+        ts.len() > total as usize / 2,
+        "timesteps are drawn per pair: {} distinct",
+        ts.len()
+    );
 }
 
 /// `pipelines/synthesize.yaml` as shipped, made shorter with `--set`: PNGs, both manifests with
@@ -279,14 +336,23 @@ fn the_synthesize_pipeline_runs_as_shipped() {
         mindscan()
             .current_dir(workspace_root())
             .args(["-q", "run", "--no-progress", "pipelines/synthesize.yaml"])
-            .args(["--set", "sample.count=4", "--set", "sample.steps=5", "--set"])
+            .args([
+                "--set",
+                "sample.count=4",
+                "--set",
+                "sample.steps=5",
+                "--set",
+            ])
             .arg(format!("images.out={}", out.display())),
     );
     assert_eq!(code, Some(0), "{stderr}");
     let files = pngs(&out);
     assert_eq!(files.len(), 5, "{:?}", files.keys());
     let csv = std::fs::read_to_string(out.join("manifest.csv")).unwrap();
-    assert!(csv.lines().next().unwrap().ends_with(",augment,diffusion"), "{csv}");
+    assert!(
+        csv.lines().next().unwrap().ends_with(",augment,diffusion"),
+        "{csv}"
+    );
     assert_eq!(csv.lines().count(), 5);
     assert!(csv.contains("model_sha256"), "{csv}");
 }

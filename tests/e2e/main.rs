@@ -1,8 +1,8 @@
 //! End-to-end tests: the real binary, real plugin libraries, real data.
 
 mod augment;
-mod diffusion;
 mod dicom;
+mod diffusion;
 mod engine_behaviour;
 mod nifti_jpg;
 mod plugins_dynamic;

@@ -108,10 +108,12 @@ fn main() -> anyhow::Result<()> {
     let mut out = vec![0.0; n * c.out_channels * h * w];
     let mut ws = Workspace::new();
     let mut times = Vec::new();
+    let mut cpu_start = None;
     pool.install(|| -> anyhow::Result<()> {
         // Warm-up: buffers are made on the first call.
         model.forward_into(&mut ws, &x, n, h, w, &t, labels.as_deref(), &mut out)?;
         ws.enable_profile();
+        cpu_start = cpu_seconds();
         for _ in 0..args.runs {
             let t0 = Instant::now();
             model.forward_into(&mut ws, &x, n, h, w, &t, labels.as_deref(), &mut out)?;
@@ -119,6 +121,9 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(())
     })?;
+    let cpu = cpu_seconds()
+        .zip(cpu_start)
+        .map(|(end, start)| (end - start) / args.runs as f64);
     times.sort();
     let median = times[times.len() / 2];
     let source = args
@@ -133,6 +138,13 @@ fn main() -> anyhow::Result<()> {
         ms(times[0]),
         ms(*times.last().unwrap())
     );
+    if let Some(cpu) = cpu {
+        // Less sensitive than wall time to other processes on the machine.
+        println!(
+            "  process CPU time {:.1} ms per forward (all threads)",
+            cpu * 1e3
+        );
+    }
     let total: Duration = ws.profile().iter().map(|(_, d)| *d).sum();
     for (name, d) in ws.profile() {
         println!(
@@ -153,6 +165,16 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// User + system CPU time of this process (Linux `/proc/self/stat`), if readable.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 fn ms(d: Duration) -> f64 {

@@ -6,7 +6,7 @@
 //! `monai.networks.nets.diffusion_model_unet` (1.6), quirks included, and the tests compare
 //! against fixtures written by MONAI itself (`tools/make_fixtures.py`).
 
-pub mod schedule;
-pub mod unet;
 pub mod sampler;
+pub mod schedule;
 pub mod tensor_file;
+pub mod unet;

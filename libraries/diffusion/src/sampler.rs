@@ -47,7 +47,12 @@ impl<'a> PhiloxNoise<'a> {
         let Some(&seed) = self.seeds.get(image) else {
             bail!("no seed for image {image}");
         };
-        fill_normals(&Stream::new(seed, 0, slot, purpose), 0, &mut self.words, out);
+        fill_normals(
+            &Stream::new(seed, 0, slot, purpose),
+            0,
+            &mut self.words,
+            out,
+        );
         Ok(())
     }
 }
@@ -140,7 +145,11 @@ impl Sampling<'_> {
     }
 
     /// From pure noise through every timestep of the plan: x_T → x₀.
-    pub fn from_noise(&self, noise: &mut dyn NoiseSource, on_step: Option<OnStep>) -> Result<Vec<f32>> {
+    pub fn from_noise(
+        &self,
+        noise: &mut dyn NoiseSource,
+        on_step: Option<OnStep>,
+    ) -> Result<Vec<f32>> {
         self.check()?;
         let mut x = vec![0f32; self.batch.len()];
         let il = self.batch.image_len();
@@ -161,7 +170,11 @@ impl Sampling<'_> {
     ) -> Result<Vec<f32>> {
         self.check()?;
         if x0.len() != self.batch.len() {
-            bail!("image batch holds {} values, expected {}", x0.len(), self.batch.len());
+            bail!(
+                "image batch holds {} values, expected {}",
+                x0.len(),
+                self.batch.len()
+            );
         }
         let timesteps = self.plan.from_strength(strength)?;
         let il = self.batch.image_len();
@@ -169,7 +182,9 @@ impl Sampling<'_> {
         let mut x = vec![0f32; x0.len()];
         for (i, (img, src)) in x.chunks_exact_mut(il).zip(x0.chunks_exact(il)).enumerate() {
             noise.start(i, &mut eps)?;
-            self.plan.scheduler.add_noise(src, &eps, timesteps[0], img)?;
+            self.plan
+                .scheduler
+                .add_noise(src, &eps, timesteps[0], img)?;
         }
         self.denoise(x, timesteps, noise, on_step)
     }
@@ -186,7 +201,9 @@ impl Sampling<'_> {
         let mut step_noise = Vec::new();
         for (index, &t) in timesteps.iter().enumerate() {
             let ts = vec![t as f32; b.n];
-            let out = self.model.forward(&x, b.n, b.h, b.w, &ts, self.class_labels)?;
+            let out = self
+                .model
+                .forward(&x, b.n, b.h, b.w, &ts, self.class_labels)?;
             step_noise.clear();
             if self.plan.needs_noise(t) {
                 step_noise.resize(x.len(), 0.0);

@@ -30,7 +30,7 @@ fn read_safetensors(bytes: &[u8], name: &str) -> Result<F32Tensor> {
     use safetensors::{Dtype, SafeTensors};
     let st = SafeTensors::deserialize(bytes).context("not a safetensors file")?;
     let names = st.names();
-    let chosen = if names.iter().any(|n| *n == name) {
+    let chosen = if names.contains(&name) {
         name.to_string()
     } else if names.len() == 1 {
         names[0].to_string()
@@ -107,7 +107,10 @@ fn read_npy(bytes: &[u8]) -> Result<F32Tensor> {
     };
     let descr = field("descr")?;
     if !descr.starts_with("'<f4'") {
-        bail!(".npy dtype {} is not little-endian float32 ('<f4')", descr.split(',').next().unwrap_or(""));
+        bail!(
+            ".npy dtype {} is not little-endian float32 ('<f4')",
+            descr.split(',').next().unwrap_or("")
+        );
     }
     if field("fortran_order")?.starts_with("True") {
         bail!(".npy array is in Fortran order; save it C-contiguous");

@@ -40,7 +40,7 @@ impl Card {
         let scheduler = Scheduler::new(card.scheduler.unwrap_or_default())
             .with_context(|| format!("{}: scheduler", path.display()))?;
         let range = card.intensity_range.unwrap_or([-1.0, 1.0]);
-        if !(range[0] < range[1]) {
+        if range[0].partial_cmp(&range[1]) != Some(std::cmp::Ordering::Less) {
             bail!("{}: intensity_range {range:?} is empty", path.display());
         }
         Ok(Card {
@@ -74,11 +74,14 @@ impl Model {
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("{}: read", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("{}: read", path.display()))?;
         if n == 0 {
             break;
         }

@@ -36,7 +36,11 @@ pub fn scale(mode: Intensity, meta: &Meta, x: &mut [f32], range: [f32; 2]) -> Re
             };
             let (lo, span) = (lo as f32, (hi - lo) as f32);
             for v in x.iter_mut() {
-                let u = if span > 0.0 { ((*v - lo) / span).clamp(0.0, 1.0) } else { 0.0 };
+                let u = if span > 0.0 {
+                    ((*v - lo) / span).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
                 *v = range[0] + u * (range[1] - range[0]);
             }
         }
@@ -131,7 +135,9 @@ impl Stage for DiffusionNoise {
         let shape: Vec<usize> = match (item.kind.as_str(), data.shape()) {
             (kinds::IMAGE, [r, c]) => vec![1, *r, *c],
             (kinds::VOLUME, [i, j, k]) if data.is_f_contiguous() => vec![1, *k, *j, *i],
-            (kind, s) => bail!("diffusion.noise takes 2D images or 3D volumes, got a {kind} of shape {s:?}"),
+            (kind, s) => {
+                bail!("diffusion.noise takes 2D images or 3D volumes, got a {kind} of shape {s:?}")
+            }
         };
         let mut x0 = data.to_f32_vec()?;
         scale(self.intensity, &item.meta, &mut x0, self.range)?;
@@ -147,7 +153,12 @@ impl Stage for DiffusionNoise {
                 }
             };
             let mut eps = vec![0f32; n];
-            fill_normals(&Stream::new(ctx.seed(), pair, 0, Purpose::Start), 0, &mut words, &mut eps);
+            fill_normals(
+                &Stream::new(ctx.seed(), pair, 0, Purpose::Start),
+                0,
+                &mut words,
+                &mut eps,
+            );
             let mut xt = vec![0f32; n];
             self.scheduler.add_noise(&x0, &eps, t, &mut xt)?;
             let key = format!("{}#noise{pair:03}", item.key());

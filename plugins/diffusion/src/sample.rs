@@ -76,7 +76,8 @@ fn classes_for(model: &Model, class: Option<u32>, n: usize) -> Result<Option<Vec
 
 /// An image item in the model's range, windowed to it for the writers.
 fn image_item(key: &str, data: Vec<f32>, rows: usize, cols: usize, range: [f32; 2]) -> Item {
-    let mut item = Item::new(kinds::IMAGE, key).with_tensor("data", Tensor::from_vec(data, &[rows, cols]));
+    let mut item =
+        Item::new(kinds::IMAGE, key).with_tensor("data", Tensor::from_vec(data, &[rows, cols]));
     item.meta.set(
         keys::WINDOW,
         serde_json::json!({ "mode": "fixed", "lo": range[0], "hi": range[1] }),
@@ -157,7 +158,10 @@ impl Stage for DiffusionSample {
         let size = p.size.unwrap_or(model.card.image_size);
         let c = model.unet.config().in_channels;
         if c != 1 {
-            bail!("{}: the model makes {c}-channel images; image items are single-channel", p.model);
+            bail!(
+                "{}: the model makes {c}-channel images; image items are single-channel",
+                p.model
+            );
         }
         let noise = match &p.noise_file {
             None => None,
@@ -210,8 +214,13 @@ impl Stage for DiffusionSample {
             out.wait_ready()?;
             let first = b * batch;
             let n = batch.min(count - first);
-            let keys: Vec<String> = (first..first + n).map(|i| format!("sample-{i:06}")).collect();
-            let seeds: Vec<u64> = keys.iter().map(|k| derive_seed(ctx.seed(), "sample", k)).collect();
+            let keys: Vec<String> = (first..first + n)
+                .map(|i| format!("sample-{i:06}"))
+                .collect();
+            let seeds: Vec<u64> = keys
+                .iter()
+                .map(|k| derive_seed(ctx.seed(), "sample", k))
+                .collect();
             let classes = classes_for(&self.model, self.classes, n)?;
             let sampling = Sampling {
                 model: &self.model.unet,
@@ -331,7 +340,12 @@ impl Stage for DiffusionImg2Img {
             s => bail!("diffusion.img2img takes 2D images, got shape {s:?}"),
         };
         let mut x0 = data.to_f32_vec()?;
-        crate::noise::scale(self.params.intensity, &item.meta, &mut x0, self.model.card.range)?;
+        crate::noise::scale(
+            self.params.intensity,
+            &item.meta,
+            &mut x0,
+            self.model.card.range,
+        )?;
         let stem = item.meta.str("stem").unwrap_or(item.key()).to_string();
         let variants = self.params.variants as usize;
         for first in (0..variants).step_by(self.params.batch) {
@@ -353,8 +367,10 @@ impl Stage for DiffusionImg2Img {
             let mut philox = PhiloxNoise::new(&seeds);
             let x = self
                 .pool
-                .install(|| sampling.from_image(&batch_x0, self.params.strength as f32, &mut philox, None))
-                .with_context(|| format!("{}", item.meta.source().unwrap_or(item.key())))?;
+                .install(|| {
+                    sampling.from_image(&batch_x0, self.params.strength as f32, &mut philox, None)
+                })
+                .with_context(|| item.meta.source().unwrap_or(item.key()).to_string())?;
             for (j, img) in x.chunks_exact(h * w).enumerate() {
                 let v = first + j;
                 let mut variant = image_item(&keys[j], img.to_vec(), h, w, self.model.card.range);

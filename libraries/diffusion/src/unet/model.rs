@@ -2,6 +2,7 @@
 //! the skip stack, the middle block, the up path emptying it, then GroupNorm -> SiLU -> conv.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use anyhow::{Context, bail, ensure};
 
@@ -250,6 +251,9 @@ fn padded_to_nchw(act: &Act, out: &mut [f32]) {
 pub struct UNet {
     config: UNetConfig,
     net: Network,
+    /// Workspaces of earlier `forward` calls, so that repeated calls (a sampler's steps) reuse
+    /// their buffers; one per concurrent caller.
+    spare: Mutex<Vec<Workspace>>,
 }
 
 impl UNet {
@@ -266,7 +270,7 @@ impl UNet {
         let store = WeightStore::open(weights)?;
         let net = Network::load(&config, &store.root())?;
         store.finish()?;
-        Ok(UNet { config, net })
+        Ok(UNet::new(config, net))
     }
 
     /// The model of `config` with deterministic pseudo-random weights (benchmarks, tests).
@@ -274,12 +278,15 @@ impl UNet {
         config.validate().context("unsupported UNet config")?;
         let store = WeightStore::random(seed);
         let net = Network::load(&config, &store.root())?;
-        Ok(UNet { config, net })
+        Ok(UNet::new(config, net))
     }
 
-    #[cfg(test)]
-    pub(crate) fn from_network(config: UNetConfig, net: Network) -> UNet {
-        UNet { config, net }
+    pub(crate) fn new(config: UNetConfig, net: Network) -> UNet {
+        UNet {
+            config,
+            net,
+            spare: Mutex::new(Vec::new()),
+        }
     }
 
     /// The config the model was built from.
@@ -287,9 +294,12 @@ impl UNet {
         &self.config
     }
 
-    /// `x`: NCHW `[n, in_channels, h, w]` (h and w multiples of `2^(levels - 1)`); `t`: n
-    /// timesteps (MONAI casts them to float32); `class_labels`: n labels iff the model has
-    /// `num_class_embeds`. Returns NCHW `[n, out_channels, h, w]`.
+    /// The network's output for `x`: NCHW `[n, in_channels, h, w]` (h and w multiples of
+    /// `2^(levels - 1)`); `t`: n timesteps (MONAI casts them to float32); `class_labels`: n
+    /// labels iff the model has `num_class_embeds`. Returns NCHW `[n, out_channels, h, w]`.
+    ///
+    /// Buffers are kept between calls (one set per concurrent caller) and reused when the
+    /// shapes repeat; `forward_into` takes the workspace from the caller instead.
     pub fn forward(
         &self,
         x: &[f32],
@@ -300,8 +310,14 @@ impl UNet {
         class_labels: Option<&[u32]>,
     ) -> anyhow::Result<Vec<f32>> {
         let mut out = vec![0.0; n * self.config.out_channels * h * w];
-        self.forward_into(&mut Workspace::new(), x, n, h, w, t, class_labels, &mut out)?;
-        Ok(out)
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut ws = spare.unwrap_or_default();
+        let result = self.forward_into(&mut ws, x, n, h, w, t, class_labels, &mut out);
+        self.spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ws);
+        result.map(|()| out)
     }
 
     /// `forward` into `out`, taking its buffers from `ws` (keep one per caller: from the

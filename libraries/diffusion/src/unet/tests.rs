@@ -51,7 +51,7 @@ fn every_option_builds_and_runs_with_zero_weights() {
         config.validate().unwrap();
         let store = WeightStore::zeros();
         let net = super::model::Network::load(&config, &store.root()).unwrap();
-        let model = UNet::from_network(config.clone(), net);
+        let model = UNet::new(config.clone(), net);
         let (n, h, w) = (2, 8, 12);
         let x = vec![0.5; n * config.in_channels * h * w];
         let labels = config.num_class_embeds.map(|_| vec![1, 3]);

@@ -41,7 +41,7 @@ impl Fixture {
     }
 
     pub fn has(&self, key: &str) -> bool {
-        self.st().names().iter().any(|n| *n == key)
+        self.st().names().contains(&key)
     }
 
     pub fn shape(&self, key: &str) -> Vec<usize> {

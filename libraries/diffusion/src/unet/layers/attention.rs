@@ -50,10 +50,15 @@ pub(crate) fn attention(
         .enumerate()
         .for_each(|(i, kt)| {
             let (img, head) = (i / heads, i % heads);
-            for j in 0..l {
-                let k = &qkv[(img * l + j) * 3 * c + c + head * head_dim..][..head_dim];
-                for (d, &v) in k.iter().enumerate() {
-                    kt[d * ld + j] = v;
+            let key = |j: usize| (img * l + j) * 3 * c + c + head * head_dim;
+            // 16 tokens at a time: 16 contiguous writes per dimension, reads within 16 rows.
+            for j0 in (0..l).step_by(16) {
+                let j1 = (j0 + 16).min(l);
+                for d in 0..head_dim {
+                    let out = &mut kt[d * ld + j0..d * ld + j1];
+                    for (jj, o) in out.iter_mut().enumerate() {
+                        *o = qkv[key(j0 + jj) + d];
+                    }
                 }
             }
         });

@@ -149,7 +149,8 @@ pub(crate) fn convolve(out: &mut Act, start: Start, terms: &[Term]) {
                 Term::Conv3(..) => None,
             })
             .collect();
-        let fits = std::env::var_os("UNET_DIRECT").is_none() && out.h % 2 == 0 && out.w % 2 == 0 && conv.cin >= 8 && conv.cout >= 8;
+        let fits =
+            out.h.is_multiple_of(2) && out.w.is_multiple_of(2) && conv.cin >= 8 && conv.cout >= 8;
         if let (Some(skips), true) = (skips, fits) {
             check_terms(out, &start, terms);
             let base = start_per_image(out, &start);
@@ -200,7 +201,9 @@ fn check_terms(out: &Act, start: &Start, terms: &[Term]) {
 fn start_per_image(out: &Act, start: &Start) -> Vec<f32> {
     let c = out.c;
     (0..out.n)
-        .flat_map(|img| (0..c).map(move |ch| start.bias[ch] + start.per_image.map_or(0.0, |t| t[img * c + ch])))
+        .flat_map(|img| {
+            (0..c).map(move |ch| start.bias[ch] + start.per_image.map_or(0.0, |t| t[img * c + ch]))
+        })
         .collect()
 }
 
@@ -338,7 +341,9 @@ pub(crate) fn conv3x3_stride2(conv: &Conv3x3, src: &Act, out: &mut Act) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::unet::layers::tensor::testing::{from_act, naive_conv, on_both_paths, rel_err, to_act, values};
+    use crate::unet::layers::tensor::testing::{
+        from_act, naive_conv, on_both_paths, rel_err, to_act, values,
+    };
 
     fn blank(n: usize, h: usize, w: usize, c: usize) -> Act {
         Act {

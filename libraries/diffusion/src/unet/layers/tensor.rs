@@ -134,13 +134,15 @@ impl Workspace {
     }
 
     /// A buffer of exactly `len` floats with unspecified contents (every layer writes all of
-    /// its output): the smallest free buffer that is large enough, else a new one.
+    /// its output): the smallest free buffer of `len` to `17/16 len`, else a new one. A forward
+    /// pass asks for the same sizes every call, so from the second call on each request finds
+    /// a buffer of its own size, and `give` has nothing to refill.
     pub(crate) fn take(&mut self, len: usize) -> Vec<f32> {
         let pick = self
             .free
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.capacity() >= len)
+            .filter(|(_, b)| b.capacity() >= len && b.capacity() <= len + len / 16)
             .min_by_key(|(_, b)| b.capacity())
             .map(|(i, _)| i);
         let mut buf = match pick {
@@ -155,8 +157,7 @@ impl Workspace {
         buf
     }
 
-    /// Returns a buffer for reuse. Buffers are kept at their full capacity; the same shapes
-    /// come back every call, so `take` mostly finds an exact fit and this fills nothing.
+    /// Returns a buffer for reuse, kept at its full capacity (refilling what `take` cut off).
     pub(crate) fn give(&mut self, mut buf: Vec<f32>) {
         buf.resize(buf.capacity(), 0.0);
         if buf.capacity() > 0 {

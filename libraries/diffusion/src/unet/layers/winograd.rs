@@ -24,7 +24,12 @@ use super::tensor::{Act, scratch};
 
 /// `U = G g G^T` for every channel pair, `[16][cin][cout]` (tile position `4 i + j` first).
 pub(crate) fn transform_kernels(weight: &[f32], cin: usize, cout: usize) -> Vec<f32> {
-    const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+    const G: [[f64; 3]; 4] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
     let mut u = vec![0.0f32; 16 * cin * cout];
     for co in 0..cout {
         for ci in 0..cin {
@@ -32,9 +37,9 @@ pub(crate) fn transform_kernels(weight: &[f32], cin: usize, cout: usize) -> Vec<
             for i in 0..4 {
                 for j in 0..4 {
                     let mut v = 0.0;
-                    for y in 0..3 {
-                        for x in 0..3 {
-                            v += G[i][y] * g(y, x) * G[j][x];
+                    for (y, gy) in G[i].iter().enumerate() {
+                        for (x, gx) in G[j].iter().enumerate() {
+                            v += gy * g(y, x) * gx;
                         }
                     }
                     u[((4 * i + j) * cin + ci) * cout + co] = v as f32;
@@ -73,7 +78,7 @@ pub(crate) fn convolve_winograd(
     skips: &[(&[f32], &Act)],
 ) {
     let (n, h, w, c, cin) = (out.n, out.h, out.w, out.c, src.c);
-    assert!(h % 2 == 0 && w % 2 == 0 && src.same_grid(out));
+    assert!(h.is_multiple_of(2) && w.is_multiple_of(2) && src.same_grid(out));
     assert_eq!(kernels.len(), 16 * cin * c);
     let (tiles_w, tiles_h) = (w / 2, h / 2);
     let threads = rayon::current_num_threads();
@@ -92,7 +97,12 @@ pub(crate) fn convolve_winograd(
         while ty0 < tiles_h {
             let ty1 = (ty0 + band_rows).min(tiles_h);
             let (rows, more) = body.split_at_mut(2 * (ty1 - ty0) * row_len);
-            bands.push(Band { img, ty0, ty1, rows });
+            bands.push(Band {
+                img,
+                ty0,
+                ty1,
+                rows,
+            });
             body = more;
             ty0 = ty1;
         }
@@ -102,14 +112,31 @@ pub(crate) fn convolve_winograd(
         let tiles = (band.ty1 - band.ty0) * tiles_w;
         SCRATCH.with_borrow_mut(|(v, m, t)| {
             let v = scratch(v, 16 * tiles * cin);
-            let t = scratch(t, 16 * cin.max(c));
+            let t = scratch(t, (4 * pw * cin).max(8 * c));
             let m = scratch(m, 16 * tiles * c);
-            // B^T d B for each tile: its 4 input rows are 4 adjacent pixels each.
-            for i in 0..tiles {
-                let (ty, tx) = (band.ty0 + i / tiles_w, i % tiles_w);
-                let at = |r: usize| src.at(band.img, 2 * ty + r, 2 * tx);
-                let rows = [0, 1, 2, 3].map(|r| &src.data[at(r)..at(r) + 4 * cin]);
-                input_tile(rows, t, v, i * cin, tiles * cin);
+            let row_floats = pw * cin;
+            for ty in band.ty0..band.ty1 {
+                // t = B^T d for the whole tile row at once: combinations of the 4 stored input
+                // rows 2 ty ..= 2 ty + 3, shared by horizontally neighbouring tiles.
+                let row = |r: usize| {
+                    let at = src.at(band.img, 2 * ty + r, 0);
+                    &src.data[at..at + row_floats]
+                };
+                let (t0, rest) = t.split_at_mut(row_floats);
+                let (t1, rest) = rest.split_at_mut(row_floats);
+                let (t2, rest) = rest.split_at_mut(row_floats);
+                let t3 = &mut rest[..row_floats];
+                combine(t0, row(0), row(2), -1.0);
+                combine(t1, row(1), row(2), 1.0);
+                combine(t2, row(2), row(1), -1.0);
+                combine(t3, row(1), row(3), -1.0);
+                let t: [&[f32]; 4] = [t0, t1, t2, t3];
+                // Then B along each tile's 4 columns.
+                for tx in 0..tiles_w {
+                    let i = (ty - band.ty0) * tiles_w + tx;
+                    let cols = t.map(|ti| &ti[2 * tx * cin..(2 * tx + 4) * cin]);
+                    input_tile(cols, v, i * cin, tiles * cin);
+                }
             }
             for xi in 0..16 {
                 let seg = Seg {
@@ -128,11 +155,15 @@ pub(crate) fn convolve_winograd(
             for i in 0..tiles {
                 let (ty, tx) = (band.ty0 + i / tiles_w, i % tiles_w);
                 let local = 2 * (ty - band.ty0);
-                let (upper, lower) = band.rows[local * row_len..(local + 2) * row_len].split_at_mut(row_len);
+                let (upper, lower) =
+                    band.rows[local * row_len..(local + 2) * row_len].split_at_mut(row_len);
                 let px = (2 * tx + 1) * c..(2 * tx + 3) * c;
                 let residual = start.residual.map(|res| {
                     let at = |r: usize| res.at(band.img, 2 * ty + r, 2 * tx + 1);
-                    [&res.data[at(1)..at(1) + 2 * c], &res.data[at(2)..at(2) + 2 * c]]
+                    [
+                        &res.data[at(1)..at(1) + 2 * c],
+                        &res.data[at(2)..at(2) + 2 * c],
+                    ]
                 });
                 let out = TileOut {
                     bias,
@@ -184,32 +215,37 @@ fn comb3(d: &mut [f32], a: &[f32], b: &[f32], c: &[f32], sb: f32, sc: f32) {
 }
 
 #[inline(always)]
-fn input_tile_body(rows: [&[f32]; 4], t: &mut [f32], v: &mut [f32], offset: usize, stride: usize) {
-    let cin = rows[0].len() / 4;
-    let d = |r: usize, x: usize| &rows[r][x * cin..(x + 1) * cin];
-    // t = B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 (t[i][x] at (4 i + x) cin).
-    for x in 0..4 {
-        let at = |i: usize| (4 * i + x) * cin;
-        comb2(&mut t[at(0)..at(0) + cin], d(0, x), d(2, x), -1.0);
-        comb2(&mut t[at(1)..at(1) + cin], d(1, x), d(2, x), 1.0);
-        comb2(&mut t[at(2)..at(2) + cin], d(2, x), d(1, x), -1.0);
-        comb2(&mut t[at(3)..at(3) + cin], d(1, x), d(3, x), -1.0);
-    }
-    // V = t B: the same along each row of t.
-    for i in 0..4 {
-        let t = |x: usize| &t[(4 * i + x) * cin..(4 * i + x + 1) * cin];
-        let at = |j: usize| offset + (4 * i + j) * stride;
-        comb2(&mut v[at(0)..at(0) + cin], t(0), t(2), -1.0);
-        comb2(&mut v[at(1)..at(1) + cin], t(1), t(2), 1.0);
-        comb2(&mut v[at(2)..at(2) + cin], t(2), t(1), -1.0);
-        comb2(&mut v[at(3)..at(3) + cin], t(1), t(3), -1.0);
+fn combine_body(d: &mut [f32], a: &[f32], b: &[f32], sign: f32) {
+    if sign > 0.0 {
+        comb2(d, a, b, 1.0);
+    } else {
+        comb2(d, a, b, -1.0);
     }
 }
 
 simd::dispatch! {
-    /// `B^T d B` of one tile (`rows`: its 4 input rows of 4 pixels), position `p` of channel
-    /// `ci` into `v[offset + p * stride + ci]`; `t` is scratch of 16 x cin.
-    fn input_tile(rows: [&[f32]; 4], t: &mut [f32], v: &mut [f32], offset: usize, stride: usize) => input_tile_body
+    /// `d = a + sign * b` element-wise (`sign` is +-1).
+    fn combine(d: &mut [f32], a: &[f32], b: &[f32], sign: f32) => combine_body
+}
+
+#[inline(always)]
+fn input_tile_body(t: [&[f32]; 4], v: &mut [f32], offset: usize, stride: usize) {
+    let cin = t[0].len() / 4;
+    // V = t B: along each row i of t (4 pixels), x0 - x2, x1 + x2, x2 - x1, x1 - x3.
+    for (i, ti) in t.iter().enumerate() {
+        let x = |col: usize| &ti[col * cin..(col + 1) * cin];
+        let at = |j: usize| offset + (4 * i + j) * stride;
+        comb2(&mut v[at(0)..at(0) + cin], x(0), x(2), -1.0);
+        comb2(&mut v[at(1)..at(1) + cin], x(1), x(2), 1.0);
+        comb2(&mut v[at(2)..at(2) + cin], x(2), x(1), -1.0);
+        comb2(&mut v[at(3)..at(3) + cin], x(1), x(3), -1.0);
+    }
+}
+
+simd::dispatch! {
+    /// `(B^T d) B` of one tile from its 4 rows of `B^T d` (4 pixels each): position `p` of
+    /// channel `ci` into `v[offset + p * stride + ci]`.
+    fn input_tile(t: [&[f32]; 4], v: &mut [f32], offset: usize, stride: usize) => input_tile_body
 }
 
 /// Where one tile's outputs go: two rows of two pixels, plus the residual at those pixels.
@@ -225,11 +261,29 @@ fn output_tile_body(m: &[f32], s: &mut [f32], offset: usize, stride: usize, out:
     let m = |p: usize| &m[offset + p * stride..offset + p * stride + c];
     // s = A^T M: rows m0 + m1 + m2 and m1 - m2 - m3 (s[i][x] at (4 i + x) c).
     for x in 0..4 {
-        comb3(&mut s[x * c..(x + 1) * c], m(x), m(4 + x), m(8 + x), 1.0, 1.0);
-        comb3(&mut s[(4 + x) * c..(5 + x) * c], m(4 + x), m(8 + x), m(12 + x), -1.0, -1.0);
+        comb3(
+            &mut s[x * c..(x + 1) * c],
+            m(x),
+            m(4 + x),
+            m(8 + x),
+            1.0,
+            1.0,
+        );
+        comb3(
+            &mut s[(4 + x) * c..(5 + x) * c],
+            m(4 + x),
+            m(8 + x),
+            m(12 + x),
+            -1.0,
+            -1.0,
+        );
     }
     // Y = s A, plus bias and residual.
-    let TileOut { bias, residual, rows } = out;
+    let TileOut {
+        bias,
+        residual,
+        rows,
+    } = out;
     for (i, row) in rows.into_iter().enumerate() {
         let s = |x: usize| &s[(4 * i + x) * c..(4 * i + x + 1) * c];
         let (left, right) = row.split_at_mut(c);
@@ -263,12 +317,19 @@ simd::dispatch! {
 mod tests {
     use super::super::conv::{Conv1x1, Conv3x3, Term, convolve};
     use super::*;
-    use crate::unet::layers::tensor::testing::{from_act, naive_conv, on_both_paths, rel_err, to_act, values};
+    use crate::unet::layers::tensor::testing::{
+        from_act, naive_conv, on_both_paths, rel_err, to_act, values,
+    };
 
     #[test]
     fn winograd_matches_direct_convolution_with_time_vector_residual_and_skips() {
         on_both_paths(|| {
-            for (n, cin, cout, h, w) in [(2, 9, 11, 6, 10), (1, 16, 8, 2, 2), (3, 8, 33, 8, 4), (1, 8, 16, 40, 6)] {
+            for (n, cin, cout, h, w) in [
+                (2, 9, 11, 6, 10),
+                (1, 16, 8, 2, 2),
+                (3, 8, 33, 8, 4),
+                (1, 8, 16, 40, 6),
+            ] {
                 let x = values(n * cin * h * w, 1);
                 let skip_in = values(n * 5 * h * w, 2);
                 let res = values(n * cout * h * w, 3);
@@ -278,7 +339,11 @@ mod tests {
                 let bias = values(cout, 7);
                 let conv = Conv3x3::from_torch(&weight, bias.clone(), cin, cout);
                 let skip = Conv1x1::from_torch(&w1, vec![0.0; cout], 5, cout);
-                let (src, sk, r) = (to_act(&x, n, cin, h, w), to_act(&skip_in, n, 5, h, w), to_act(&res, n, cout, h, w));
+                let (src, sk, r) = (
+                    to_act(&x, n, cin, h, w),
+                    to_act(&skip_in, n, 5, h, w),
+                    to_act(&res, n, cout, h, w),
+                );
                 let mut out = Act {
                     data: vec![f32::NAN; n * (h + 2) * (w + 2) * cout],
                     n,
@@ -291,9 +356,17 @@ mod tests {
                     per_image: Some(&per_image),
                     residual: Some(&r),
                 };
-                convolve(&mut out, start, &[Term::Conv3(&conv, &src), Term::Conv1(skip.input_rows(0, 5), &sk)]);
+                convolve(
+                    &mut out,
+                    start,
+                    &[
+                        Term::Conv3(&conv, &src),
+                        Term::Conv1(skip.input_rows(0, 5), &sk),
+                    ],
+                );
                 let (direct, _, _) = naive_conv(&x, &weight, &bias, n, cin, cout, h, w, 3, 1);
-                let (skipped, _, _) = naive_conv(&skip_in, &w1, &vec![0.0; cout], n, 5, cout, h, w, 1, 1);
+                let (skipped, _, _) =
+                    naive_conv(&skip_in, &w1, &vec![0.0; cout], n, 5, cout, h, w, 1, 1);
                 let want: Vec<f32> = (0..direct.len())
                     .map(|i| {
                         let (img, ch) = (i / (cout * h * w), (i / (h * w)) % cout);

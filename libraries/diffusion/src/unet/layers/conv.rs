@@ -1,13 +1,13 @@
 //! 3x3 (stride 1 and 2) and 1x1 convolutions on padded NHWC activations, as GEMMs without an
-//! im2col copy.
+//! im2col copy. `convolve` hands even-sized 3x3 convolutions to `winograd` and does the rest
+//! here.
 //!
 //! Stride 1: an output pixel `p` (stored coordinates, counted over the whole batch) needs, for
 //! kernel row `dy`, the three pixels `p + (dy - 1) * pw - 1 ..= p + (dy - 1) * pw + 1`, which
 //! are `3 * cin` adjacent floats. So for each `dy` the input is a matrix with row stride `cin`
 //! and `3 * cin` columns (rows overlap), times that kernel row's `[3 * cin, cout]` weights. The
-//! border pixels of the output come out as junk and are zeroed; the bias (plus a per-image
-//! vector and a residual, where the block has them) is written first and the products are
-//! accumulated onto it. The batch is cut into runs of pixels, one task each, so a run's output
+//! border pixels of the output come out as junk and are zeroed; the products start from the
+//! bias (plus a per-image vector and a residual, where the block has them). The batch is cut into runs of pixels, one task each, so a run's output
 //! stays in cache across its GEMMs.
 
 use rayon::prelude::*;

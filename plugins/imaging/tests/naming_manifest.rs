@@ -192,7 +192,7 @@ fn csv_manifest_parses_back() {
     );
     for (i, r) in rows[1..].iter().enumerate() {
         let e = row(i);
-        assert_eq!(r.len(), 14);
+        assert_eq!(r.len(), 15);
         assert_eq!(r[0], e.path);
         assert_eq!(r[1], e.source);
         assert_eq!(r[3].parse::<usize>().unwrap(), i);
@@ -208,6 +208,8 @@ fn csv_manifest_parses_back() {
         assert_eq!(r[12], e.volume);
         let augment = e.augment.map(|a| a.to_string()).unwrap_or_default();
         assert_eq!(r[13], augment, "the augment record is one JSON field");
+        let diffusion = e.diffusion.map(|d| d.to_string()).unwrap_or_default();
+        assert_eq!(r[14], diffusion, "the diffusion record is one JSON field");
     }
 }
 

@@ -121,24 +121,42 @@ pub struct StageConfig {
     /// Stage parameters, checked against the stage's JSON Schema before the run.
     #[serde(default)]
     pub params: BTreeMap<Loc<String>, Loc<Value>>,
-    /// Worker threads for this stage.
+    /// Worker threads for this stage (1 to 1024).
     #[serde(default = "default_workers")]
     pub workers: Loc<u32>,
     /// Capacity of the bounded queue in front of this stage (items). Default: 128 for stages
     /// that take only 2D images (a slice is a small fraction of a volume, and a deep queue of
-    /// them lets the reader decode the next volume while they are written), 16 otherwise.
+    /// them lets the reader decode the next volume while they are written), 16 otherwise. At most
+    /// 65536.
     #[serde(default)]
     pub queue: Option<Loc<u32>>,
     /// Sources only: how many of this source's items may hold memory at once. An item holds its
     /// slot until the data it carries has been released by every stage downstream (a volume cut
     /// into slices is released once cut), or, for items without data, until every item derived
     /// from it has been handled. This, with the queues, bounds memory, not the dataset size.
-    /// Default: `workers` (one volume per reader worker).
+    /// Default: `workers` (one volume per reader worker). At most 65536.
     #[serde(default)]
     pub max_in_flight: Option<Loc<u32>>,
     /// What to do when one item fails.
     #[serde(default)]
     pub on_error: OnError,
+}
+
+/// Largest `workers` a stage may ask for (threads are started before the first item flows).
+pub const MAX_WORKERS: u32 = 1024;
+/// Largest `queue` (the channel is allocated up front, one slot per item).
+pub const MAX_QUEUE: u32 = 65536;
+/// Largest `max_in_flight`.
+pub const MAX_IN_FLIGHT: u32 = 65536;
+
+/// The allowed maximum of a stage setting (`workers`, `queue`, `max_in_flight`).
+pub fn setting_max(name: &str) -> Option<u32> {
+    match name {
+        "workers" => Some(MAX_WORKERS),
+        "queue" => Some(MAX_QUEUE),
+        "max_in_flight" => Some(MAX_IN_FLIGHT),
+        _ => None,
+    }
 }
 
 fn default_workers() -> Loc<u32> {
@@ -206,11 +224,16 @@ pub fn apply_overrides(file: &mut PipelineFile, sets: &[String]) -> Result<(), S
                 )
             })?;
         // The stage's own settings first (a plugin parameter cannot shadow them).
-        if matches!(param, "workers" | "queue" | "max_in_flight") {
-            let n: u32 = value
+        if let Some(max) = setting_max(param) {
+            // Parsed wide, so a value past u32 gets the same message as one past the maximum
+            // (the range itself is checked with the file's values, in `plan::build`).
+            let wide: u64 = value
                 .trim()
                 .parse()
                 .map_err(|_| format!("--set {s}: {param} must be a whole number"))?;
+            let n = u32::try_from(wide).map_err(|_| {
+                format!("--set {s}: stage '{stage}': {param} {wide} is above the maximum of {max}")
+            })?;
             let n = Loc::synthetic(n);
             match param {
                 "workers" => st.workers = n,
@@ -283,5 +306,17 @@ mod tests {
         assert_eq!(f.stages[0].max_in_flight.as_ref().map(|m| m.value), Some(1));
         assert!(!f.stages[0].params.keys().any(|k| k.value == "workers"));
         assert!(apply_overrides(&mut f, &["a.queue=many".into()]).is_err());
+    }
+
+    #[test]
+    fn a_set_setting_past_u32_is_refused_naming_the_stage_value_and_maximum() {
+        let y = "pipeline: p\nstages:\n  - id: a\n    use: x.y\n";
+        let mut f = parse(y, "t.yaml").unwrap();
+        let e = apply_overrides(&mut f, &["a.queue=99999999999".into()]).unwrap_err();
+        assert!(e.contains("stage 'a'") && e.contains("99999999999"), "{e}");
+        assert!(e.contains(&MAX_QUEUE.to_string()), "{e}");
+        // In range for u32: kept, for `plan::build` to check against the maximum.
+        apply_overrides(&mut f, &["a.queue=4294967295".into()]).unwrap();
+        assert_eq!(f.stages[0].queue.as_ref().map(|q| q.value), Some(u32::MAX));
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use mindscan_sdk::{Role, kinds};
 use serde_json::{Map, Value};
 
-use crate::config::{Loc, OnError, PipelineFile};
+use crate::config::{Loc, MAX_IN_FLIGHT, MAX_QUEUE, MAX_WORKERS, OnError, PipelineFile};
 use crate::host::check_params;
 use crate::registry::{Registry, StageType};
 
@@ -95,6 +95,22 @@ impl Checker {
             message: message.into(),
         });
     }
+
+    /// A stage setting above its maximum (the runtime allocates queues and starts threads up
+    /// front, so `queue: 4294967295` must stop here, not abort the run).
+    fn at_most(&mut self, stage: &str, name: &str, at: &Loc<u32>, max: u32) {
+        if at.value <= max {
+            return;
+        }
+        let mut msg = format!(
+            "stage '{stage}': {name} {} is above the maximum of {max}",
+            at.value
+        );
+        if at.line == 0 {
+            msg = format!("--set {stage}.{name}: {msg}");
+        }
+        self.err(at, msg);
+    }
 }
 
 fn hint(candidates: &[String]) -> String {
@@ -172,15 +188,18 @@ pub fn build(
         if st.workers.value == 0 {
             c.err(&st.workers, "workers must be at least 1");
         }
-        if let Some(q) = &st.queue
-            && q.value == 0
-        {
-            c.err(q, "queue must be at least 1");
+        c.at_most(&st.id.value, "workers", &st.workers, MAX_WORKERS);
+        if let Some(q) = &st.queue {
+            if q.value == 0 {
+                c.err(q, "queue must be at least 1");
+            }
+            c.at_most(&st.id.value, "queue", q, MAX_QUEUE);
         }
         if let Some(m) = &st.max_in_flight {
             if m.value == 0 {
                 c.err(m, "max_in_flight must be at least 1");
             }
+            c.at_most(&st.id.value, "max_in_flight", m, MAX_IN_FLIGHT);
             if !st.inputs.is_empty() || ty.is_some_and(|t| t.role != Role::Source) {
                 c.err(
                     m,

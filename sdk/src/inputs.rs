@@ -4,46 +4,60 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 
+use crate::walk::{Entry, Step, Walker};
+
 fn is_hidden(p: &Path) -> bool {
     p.file_name()
         .map(|n| n.to_string_lossy().starts_with('.'))
         .unwrap_or(false)
 }
 
-fn walk(dir: &Path, accept: &dyn Fn(&Path) -> bool, out: &mut Vec<PathBuf>) -> Result<()> {
-    let rd =
-        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list folder", dir.display()))?;
-    for entry in rd {
-        let p = entry?.path();
-        if is_hidden(&p) {
-            continue;
+/// Adds the accepted, non-hidden files below `dir` to `out` (each real folder once, so symlink
+/// loops end; hidden folders are not entered).
+fn walk(
+    walker: &mut Walker,
+    dir: &Path,
+    accept: &dyn Fn(&Path) -> bool,
+    out: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let mut failed = None;
+    walker.walk(dir, &mut |e| match e {
+        Entry::Dir(p) if p != dir && is_hidden(p) => Step::Skip,
+        Entry::Dir(_) => Step::Continue,
+        Entry::File(p) => {
+            if !is_hidden(p) && accept(p) {
+                out.push(p.to_path_buf());
+            }
+            Step::Continue
         }
-        if p.is_dir() {
-            walk(&p, accept, out)?;
-        } else if accept(&p) {
-            out.push(p);
+        Entry::Error(p, e) => {
+            failed =
+                Some(anyhow::Error::new(e).context(format!("{}: cannot list folder", p.display())));
+            Step::Stop
         }
-    }
-    Ok(())
+    });
+    failed.map_or(Ok(()), Err)
 }
 
 /// Expands paths into a sorted, de-duplicated file list. Files named explicitly are always kept;
 /// files found in folders or by globs are kept when `accept` says so. Hidden files and folders
-/// are skipped. A path that does not exist, or a glob that matches nothing, is an error.
+/// are skipped. Symlinked folders are followed, each real folder once (a loop such as
+/// `up -> ..` ends). A path that does not exist, or a glob that matches nothing, is an error.
 pub fn expand_inputs(paths: &[String], accept: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
+    let mut walker = Walker::new();
     for p in paths {
         let path = Path::new(p);
         if path.is_file() {
             out.push(path.to_path_buf());
         } else if path.is_dir() {
-            walk(path, &accept, &mut out)?;
+            walk(&mut walker, path, &accept, &mut out)?;
         } else if p.contains(['*', '?', '[']) {
             let before = out.len();
             for m in glob::glob(p).with_context(|| format!("{p}: bad glob pattern"))? {
                 let m = m?;
                 if m.is_dir() {
-                    walk(&m, &accept, &mut out)?;
+                    walk(&mut walker, &m, &accept, &mut out)?;
                 } else if accept(&m) && !is_hidden(&m) {
                     out.push(m);
                 }
@@ -58,4 +72,36 @@ pub fn expand_inputs(paths: &[String], accept: impl Fn(&Path) -> bool) -> Result
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_with_symlink_loops_is_expanded_and_its_file_listed_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("scans");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("t1.nii"), b"x").unwrap();
+        std::os::unix::fs::symlink("..", root.join("up")).unwrap();
+        std::os::unix::fs::symlink(".", root.join("self")).unwrap();
+        let files = expand_inputs(&[root.display().to_string()], |_| true).unwrap();
+        let names: Vec<_> = files.iter().map(|p| p.file_name().unwrap()).collect();
+        assert_eq!(names, ["t1.nii"], "{files:?}");
+    }
+
+    #[test]
+    fn hidden_entries_are_skipped_and_a_missing_path_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join(".cache")).unwrap();
+        std::fs::write(tmp.path().join(".cache/a.nii"), b"x").unwrap();
+        std::fs::write(tmp.path().join(".b.nii"), b"x").unwrap();
+        std::fs::write(tmp.path().join("c.nii"), b"x").unwrap();
+        let files = expand_inputs(&[tmp.path().display().to_string()], |_| true).unwrap();
+        assert_eq!(files, [tmp.path().join("c.nii")]);
+        let e = expand_inputs(&["/no/such/dir".into()], |_| true).unwrap_err();
+        assert!(e.to_string().contains("/no/such/dir"), "{e}");
+    }
 }

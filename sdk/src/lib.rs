@@ -35,6 +35,7 @@ pub mod item;
 pub mod seed;
 pub mod stage;
 pub mod tensor;
+pub mod walk;
 
 pub use abi::{ABI_VERSION, Outcome, Role};
 pub use item::{Item, Meta, keys, kinds};

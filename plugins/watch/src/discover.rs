@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::sync::mpsc::Receiver;
 
+use mindscan_sdk::walk::{Entry, Step, Walker};
+
 /// Names a writer uses while a file is incomplete: never taken, whatever their age.
 pub fn is_temp_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
@@ -61,21 +63,21 @@ pub fn mtime_ns_now() -> i64 {
 }
 
 /// Every file under `dir` (recursively), skipping ignored names and `skip` (the state folder).
+/// Symlinked folders are followed, each real folder once per walk, so a loop such as
+/// `up -> ..` or `self -> .` ends.
 pub fn walk(root: &Path, dir: &Path, skip: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if is_ignored(root, &p) || p.starts_with(skip) {
-            continue;
+    Walker::new().walk(dir, &mut |e| match e {
+        Entry::Dir(p) if p != dir && (is_ignored(root, p) || p.starts_with(skip)) => Step::Skip,
+        Entry::Dir(_) => Step::Continue,
+        Entry::File(p) => {
+            if !is_ignored(root, p) && !p.starts_with(skip) {
+                out.push(p.to_path_buf());
+            }
+            Step::Continue
         }
-        match e.file_type() {
-            Ok(t) if t.is_dir() => walk(root, &p, skip, out),
-            Ok(t) if t.is_file() || t.is_symlink() => out.push(p),
-            _ => {}
-        }
-    }
+        // A folder that vanished or cannot be read: its files come with a later event or walk.
+        Entry::Error(..) => Step::Continue,
+    });
 }
 
 /// File-system events from `notify`, reduced to paths worth a look.
@@ -156,5 +158,22 @@ mod tests {
         let root = Path::new("/in");
         assert!(is_ignored(root, Path::new("/in/.staging/IM1")));
         assert!(!is_ignored(root, Path::new("/in/study/IM1")));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_walk_through_symlink_loops_ends_and_finds_each_file_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("incoming");
+        let state = root.join("state");
+        std::fs::create_dir_all(root.join("study")).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(root.join("study/IM1"), b"x").unwrap();
+        std::fs::write(state.join("journal.sqlite"), b"x").unwrap();
+        std::os::unix::fs::symlink("..", root.join("study/up")).unwrap();
+        std::os::unix::fs::symlink(".", root.join("self")).unwrap();
+        let mut files = Vec::new();
+        walk(&root, &root, &state, &mut files);
+        assert_eq!(files, [root.join("study/IM1")]);
     }
 }

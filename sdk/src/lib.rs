@@ -32,6 +32,7 @@ pub mod export;
 pub mod fsio;
 pub mod inputs;
 pub mod item;
+pub mod naming;
 pub mod seed;
 pub mod stage;
 pub mod tensor;

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use mindscan_sdk::naming::sanitize_component;
 use mindscan_sdk::prelude::*;
 
 use crate::core::{
@@ -772,12 +773,13 @@ impl ImageWrite {
             })
             .collect();
         let png = contact_sheet_png(&tiles, SHEET_TILE).map_err(|e| anyhow!("{e}"))?;
+        // Each part sanitised on its own, so a long stem cannot cut off the `_sheet.png` end.
+        let (stem, plane) = (sanitize_component(&sheet.stem), sanitize_component(&key.1));
         let name = if sheet.frames > 1 {
-            format!("{}_{}_f{:03}_sheet.png", sheet.stem, key.1, key.2)
+            format!("{stem}_{plane}_f{:03}_sheet.png", key.2)
         } else {
-            format!("{}_{}_sheet.png", sheet.stem, key.1)
+            format!("{stem}_{plane}_sheet.png")
         };
-        let name = crate::core::naming::sanitize_value(&name);
         write_atomic(&self.out.join(name), &png)?;
         Ok(())
     }

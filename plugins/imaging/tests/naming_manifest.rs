@@ -79,8 +79,8 @@ fn token_values_are_sanitised() {
     let t = NameTemplate::parse("{stem}_{index}.png").unwrap();
     let out = t.render(&fields("../../etc/passwd")).unwrap();
     assert!(!out.contains('/'), "{out}");
-    assert_eq!(out, ".._.._etc_passwd_7.png");
-    assert_eq!(t.render(&fields("..")).unwrap(), "___7.png");
+    assert_eq!(out, "____etc_passwd_7.png");
+    assert_eq!(t.render(&fields("..")).unwrap(), "__7.png");
     assert_eq!(
         t.render(&fields("a\\b\u{0}c\td:e")).unwrap(),
         "a_b_c_d_e_7.png"
@@ -92,6 +92,35 @@ fn token_values_are_sanitised() {
     let multibyte = "é".repeat(200);
     let out = t.render(&fields(&multibyte)).unwrap();
     assert!(out.len() <= 120 && out.chars().all(|c| c == 'é'));
+}
+
+/// An input named `.nii.gz` (stem `.nii`) or `..\..\NAME` used to give the dot-folders
+/// `out/.nii/` and `.._.._NAME/`.
+#[test]
+fn no_input_name_gives_a_hidden_or_parent_folder() {
+    let t = NameTemplate::parse("{stem}/{plane}_{index:03}.{ext}").unwrap();
+    for stem in [
+        ".nii",
+        ".nii.gz",
+        "..\\..\\NAME",
+        "..",
+        ".",
+        "...hidden",
+        " .x",
+    ] {
+        let out = t.render(&fields(stem)).unwrap();
+        for c in out.split('/') {
+            assert!(
+                !c.starts_with('.') && !c.contains(".."),
+                "{stem:?} -> {out}"
+            );
+        }
+        assert!(!out.contains('\\'), "{stem:?} -> {out}");
+    }
+    assert_eq!(t.render(&fields(".nii")).unwrap(), "_nii/axial_007.png");
+    // A dot from the template's own text is refused rather than written as a hidden file.
+    let t = NameTemplate::parse("{key}.{ext}").unwrap();
+    assert!(t.render(&fields("x")).is_err());
 }
 
 #[test]

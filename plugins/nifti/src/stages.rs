@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use mindscan_sdk::naming::sanitize_component;
 use mindscan_sdk::prelude::*;
 use mindscan_sdk::tensor::f_strides;
 
@@ -248,30 +249,15 @@ pub struct NiftiWrite {
     params: WriteParams,
 }
 
-/// Keeps a name component safe: no separators, no `..`, no control characters, bounded length.
-pub fn sanitize(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|') {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    while out.contains("..") {
-        out = out.replace("..", "_");
-    }
-    let out = out
-        .trim_matches(|c: char| c == '.' || c.is_whitespace())
-        .to_string();
-    let out: String = out.chars().take(120).collect();
-    if out.is_empty() {
-        "unnamed".into()
-    } else {
-        out
-    }
+/// The file name (without extension) for a volume: the template with its tokens replaced by
+/// sanitised values, then sanitised as a whole (the template's own text may hold separators or
+/// a leading dot), so it is always one visible file in `out`.
+fn output_name(template: &str, stem: &str, series: &str, key: &str) -> String {
+    let name = template
+        .replace("{stem}", &sanitize_component(stem))
+        .replace("{series}", &sanitize_component(series))
+        .replace("{key}", &sanitize_component(key));
+    sanitize_component(&name)
 }
 
 fn data_of(t: &Tensor) -> Result<VoxelData> {
@@ -353,14 +339,8 @@ impl Stage for NiftiWrite {
             .str("stem")
             .map(String::from)
             .unwrap_or_else(|| stem(Path::new(item.meta.source().unwrap_or(item.key()))));
-        let series = item.meta.str(keys::SERIES).unwrap_or("").to_string();
-        let name = self
-            .params
-            .name
-            .replace("{stem}", &sanitize(&stem_v))
-            .replace("{series}", &sanitize(&series))
-            .replace("{key}", &sanitize(item.key()));
-        let name = sanitize(&name);
+        let series = item.meta.str(keys::SERIES).unwrap_or("");
+        let name = output_name(&self.params.name, &stem_v, series, item.key());
         let ext = match self.params.format {
             NiftiFormat::Nii => "nii",
             NiftiFormat::NiiGz => "nii.gz",
@@ -398,4 +378,19 @@ fn extract_tokens(template: &str) -> Vec<String> {
         rest = &rest[start + end + 1..];
     }
     toks
+}
+
+#[cfg(test)]
+mod naming_tests {
+    use super::*;
+
+    #[test]
+    fn output_names_are_one_visible_file_whatever_the_input_is_called() {
+        // `x.nii.gz` renamed `.nii.gz`: its stem is `.nii`.
+        assert_eq!(output_name("{stem}", ".nii", "", "k"), "_nii");
+        assert_eq!(output_name("{stem}", "..\\..\\NAME", "", "k"), "____NAME");
+        assert_eq!(output_name("{stem}_{series}", "t1", "a/b", "k"), "t1_a_b");
+        assert_eq!(output_name("../{key}", "t1", "", "x"), "__x");
+        assert_eq!(output_name("{stem}", "sub-01_T1w", "", "k"), "sub-01_T1w");
+    }
 }

@@ -15,18 +15,20 @@
 //!
 //! `{{` and `}}` produce literal braces. The template may contain `/` to create
 //! sub-folders; it may not be absolute, contain `\`, `.`/`..` components or
-//! control characters. Token values are sanitised: path separators, control
-//! characters and `<>:"|?*` become `_`, a value made only of dots becomes
-//! underscores, and each value is cut to 120 bytes. Rendered paths whose
-//! components are `.`/`..`, empty file names, components over 255 bytes or paths
-//! over 1024 bytes are rejected.
+//! control characters. Token values go through the SDK's one sanitiser,
+//! [`mindscan_sdk::naming::sanitize_component`] (no separators, no `..`, no
+//! leading dot, no control characters, at most 120 bytes); an empty value stays
+//! empty (an empty `{series}/` folder is dropped). Rendered paths whose components
+//! are `.`/`..` or start with a dot (hidden files and folders), empty file names,
+//! components over 255 bytes or paths over 1024 bytes are rejected.
 
 use std::fmt;
+
+use mindscan_sdk::naming::sanitize_component;
 
 /// Names of the supported tokens.
 pub const KNOWN_TOKENS: &[&str] = &["stem", "plane", "index", "frame", "ext", "series", "key"];
 
-const MAX_VALUE_BYTES: usize = 120;
 const MAX_COMPONENT_BYTES: usize = 255;
 const MAX_PATH_BYTES: usize = 1024;
 
@@ -236,6 +238,11 @@ impl NameTemplate {
                     "'{out}' has a '{c}' component"
                 )));
             }
+            if c.starts_with('.') {
+                return Err(NamingError::BadName(format!(
+                    "'{out}' has a hidden component '{c}' (the template's text starts it with a dot)"
+                )));
+            }
             if c.len() > MAX_COMPONENT_BYTES {
                 return Err(NamingError::BadName(format!(
                     "a component of '{out}' is longer than {MAX_COMPONENT_BYTES} bytes"
@@ -252,29 +259,14 @@ impl NameTemplate {
     }
 }
 
-/// Makes a token value safe to embed in one path component.
+/// Makes a token value safe to embed in one path component (the SDK's sanitiser; an empty
+/// value stays empty).
 pub fn sanitize_value(v: &str) -> String {
-    let mut s: String = v
-        .chars()
-        .map(|c| {
-            if c.is_control() || matches!(c, '/' | '\\' | '<' | '>' | ':' | '"' | '|' | '?' | '*') {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    if !s.is_empty() && s.chars().all(|c| c == '.') {
-        s = "_".repeat(s.len());
+    if v.is_empty() {
+        String::new()
+    } else {
+        sanitize_component(v)
     }
-    if s.len() > MAX_VALUE_BYTES {
-        let mut cut = MAX_VALUE_BYTES;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
 }
 
 /// File name of `path` without directories and without a `.nii.gz`, `.nii`,

@@ -46,6 +46,17 @@ impl Site {
     }
 
     fn pipeline_with(&self, stable_age: &str, jpg: bool, extra: &str, workers: u32) -> PathBuf {
+        self.pipeline_full("300ms", stable_age, jpg, extra, workers)
+    }
+
+    fn pipeline_full(
+        &self,
+        settle: &str,
+        stable_age: &str,
+        jpg: bool,
+        extra: &str,
+        workers: u32,
+    ) -> PathBuf {
         let mut y = format!(
             "pipeline: watch-test
 seed: 1
@@ -58,7 +69,7 @@ stages:
     workers: {workers}
     params:
       paths: [{incoming}]
-      settle: 300ms
+      settle: {settle}
       stable_age: {stable_age}
 {extra}
   - id: nifti
@@ -128,6 +139,24 @@ stages:
                 .ok()
             })
             .flatten()
+    }
+
+    /// Waits (hang guard only) until `ready` holds, while the engine runs.
+    fn wait_until(&self, what: &str, child: &mut Child, log: &str, ready: impl Fn(&Site) -> bool) {
+        let t0 = Instant::now();
+        while !ready(self) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "mindscan exited ({status}) before {what}:\n{}",
+                    self.log(log)
+                );
+            }
+            if t0.elapsed() > Duration::from_secs(120) {
+                let _ = child.kill();
+                panic!("no {what} after 120 s:\n{}", self.log(log));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn count(&self, sql: &str) -> i64 {
@@ -567,6 +596,140 @@ fn a_late_instance_makes_a_new_version_and_leaves_the_first_alone() {
         v2.dims,
         reference_dims(MOSAIC),
         "version 2: the whole series"
+    );
+}
+
+/// `stable_age` runs from the landing of the last file seen, settled or not: an instance that
+/// lands a little less than `stable_age` after the previous one, and is still settling when
+/// the series would be due, joins the same version. (It used to be counted only once settled,
+/// so the real window was `stable_age - settle`: here 5 s, against a gap of 6.5 s.)
+#[test]
+fn an_instance_landing_just_under_stable_age_after_the_last_joins_its_version() {
+    let site = Site::new();
+    let pipeline = site.pipeline_full("3s", "8s", false, "", 1);
+    let mut child = site.start(&pipeline, "run.log");
+    site.wait_done(0, &mut child, "run.log"); // watching
+    let files = series_files(MOSAIC);
+    assert_eq!(files.len(), 2);
+    for (i, f) in files.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(6500));
+        }
+        deliver(
+            f,
+            &site.incoming.join(f.file_name().unwrap()),
+            Arrival::Plain,
+        );
+    }
+    site.wait_done(1, &mut child, "run.log");
+    assert_eq!(stop(&mut child), Some(130));
+    let log = site.log("run.log");
+    assert_eq!(
+        site.count("SELECT COUNT(*) FROM files WHERE kind = 'dicom' AND version = 1"),
+        2,
+        "both instances in version 1:\n{log}"
+    );
+    assert_eq!(site.count("SELECT COUNT(*) FROM series"), 1, "{log}");
+    let nii = read_nifti(&site.out.join("nifti/EPI_PE=AP_3.nii.gz")).unwrap();
+    assert_eq!(nii.dims, reference_dims(MOSAIC), "{log}");
+}
+
+/// Version 1 is still being written when a late instance is journaled, and the engine is
+/// killed before the late instance's version goes out. After the restart, v1's replay reads
+/// only the file v1 was built from, and the late instance comes out as v2. (The replay used to
+/// claim every file without a version, so the late instance became part of v1 and no v2 came.)
+#[test]
+fn killed_between_a_late_instance_and_its_new_version_the_restart_emits_v2() {
+    let site = Site::new();
+    let files = series_files(MOSAIC);
+    // The first instance was there an hour before the start: version 1 goes out at once.
+    let first = site.incoming.join(files[0].file_name().unwrap());
+    deliver(&files[0], &first, Arrival::Plain);
+    std::fs::File::options()
+        .write(true)
+        .open(&first)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    // First run: a sink that never finishes v1, and a stable_age that keeps v2 back past the
+    // kill.
+    let lib = mindscan_e2e::faulty_plugin();
+    let stuck = site.root.join("stuck.yaml");
+    std::fs::write(
+        &stuck,
+        format!(
+            "pipeline: watch-stuck
+state_dir: {state}
+plugins: [{lib}]
+stages:
+  - id: watch
+    use: watch.folder
+    params: {{paths: [{incoming}], settle: 300ms, stable_age: 60s}}
+  - id: stuck
+    use: test.slow_sink
+    inputs: [watch]
+    params: {{delay_ms: 3600000, report: {root}/report.json}}
+",
+            state = site.state.display(),
+            lib = lib.display(),
+            incoming = site.incoming.display(),
+            root = site.root.display(),
+        ),
+    )
+    .unwrap();
+    let mut child = site.start(&stuck, "first.log");
+    site.wait_until("version 1 emitted", &mut child, "first.log", |s| {
+        s.count("SELECT COUNT(*) FROM series WHERE version = 1 AND state = 'emitted'") == 1
+    });
+    let late = site.incoming.join(files[1].file_name().unwrap());
+    deliver(&files[1], &late, Arrival::Plain);
+    site.wait_until(
+        "the late instance journaled",
+        &mut child,
+        "first.log",
+        |s| s.count("SELECT COUNT(*) FROM files WHERE kind = 'dicom'") == 2,
+    );
+    assert_eq!(
+        site.count("SELECT COUNT(*) FROM series"),
+        1,
+        "v2 waits for stable_age:\n{}",
+        site.log("first.log")
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let pipeline = site.pipeline_with("1s", false, "", 1);
+    let mut child = site.start(&pipeline, "second.log");
+    let version_of_late = format!(
+        "SELECT COALESCE(version, 0) FROM files WHERE path = '{}'",
+        late.display()
+    );
+    site.wait_until(
+        "the late instance in a version",
+        &mut child,
+        "second.log",
+        |s| s.count(&version_of_late) > 0,
+    );
+    let what = format!(
+        "--- first run:\n{}\n--- second run:\n{}",
+        site.log("first.log"),
+        site.log("second.log")
+    );
+    assert_eq!(site.count(&version_of_late), 2, "{what}");
+    site.wait_done(2, &mut child, "second.log");
+    assert_eq!(stop(&mut child), Some(130));
+    let dir = site.out.join("nifti");
+    let v1 = read_nifti(&dir.join("EPI_PE=AP_3.nii.gz")).unwrap();
+    let v2 = read_nifti(&dir.join("EPI_PE=AP_3_v2.nii.gz")).unwrap();
+    assert_eq!(
+        v1.dims.get(3).copied().unwrap_or(1),
+        1,
+        "v1: its one instance\n{what}"
+    );
+    assert_eq!(
+        v2.dims,
+        reference_dims(MOSAIC),
+        "v2: the whole series\n{what}"
     );
 }
 

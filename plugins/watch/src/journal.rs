@@ -11,6 +11,8 @@
 //!   series version it first went out in (NULL while its series is still collecting).
 //! * `series`: one row per emitted version of a series: `emitted` until every stage downstream
 //!   has handled it, then `done` or `failed`. A row left `emitted` by a crash is replayed.
+//! * `members`: the files each version was built from, recorded with the version, so a replay
+//!   reads exactly those (a late instance journaled meanwhile waits for the next version).
 //!
 //! DICOM series are keyed by the hashed SeriesInstanceUID (`2.25.…`), never the raw UID.
 
@@ -153,6 +155,12 @@ impl Journal {
                 error TEXT,
                 PRIMARY KEY (series, version)
             );
+            CREATE TABLE IF NOT EXISTS members (
+                series TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                path TEXT NOT NULL,
+                PRIMARY KEY (series, version, path)
+            );
             CREATE INDEX IF NOT EXISTS series_by_stem ON series(stem);
             CREATE INDEX IF NOT EXISTS series_by_state ON series(state);",
         )
@@ -236,28 +244,38 @@ impl Journal {
         Ok(st.exists(params![stem, series])?)
     }
 
-    /// Records that `version` of `series` goes out now with its instance files (those not yet
-    /// in an earlier version get this version). Committed before the item is emitted, so a
-    /// crash from here on replays it.
+    /// Records that `version` of `series` goes out now, built from `files`: they become its
+    /// members, and those not yet in an earlier version get this version. Committed before the
+    /// item is emitted, so a crash from here on replays it, from the same files. A replay calls
+    /// it again with the members it read: nothing else is claimed.
     pub fn mark_emitted(
         &mut self,
         series: &str,
         version: u32,
         kind: &str,
         stem: &str,
-        files: usize,
+        files: &[PathBuf],
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT OR REPLACE INTO series (series, version, kind, stem, state, files, emitted_at)
              VALUES (?1, ?2, ?3, ?4, 'emitted', ?5, ?6)",
-            params![series, version, kind, stem, files as i64, now()],
+            params![series, version, kind, stem, files.len() as i64, now()],
         )?;
-        tx.execute(
-            "UPDATE files SET version = ?2 WHERE series = ?1 AND version IS NULL
-             AND kind IN ('dicom', 'nifti')",
-            params![series, version],
-        )?;
+        {
+            let mut member = tx.prepare_cached(
+                "INSERT OR IGNORE INTO members (series, version, path) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut claim = tx.prepare_cached(
+                "UPDATE files SET version = ?2 WHERE path = ?3 AND series = ?1
+                 AND version IS NULL AND kind IN ('dicom', 'nifti')",
+            )?;
+            for f in files {
+                let path = f.to_string_lossy();
+                member.execute(params![series, version, path])?;
+                claim.execute(params![series, version, path])?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }
@@ -288,16 +306,31 @@ impl Journal {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Instance files of a series up to `version` (`None`: every instance, emitted or not).
+    /// The files a series version was built from (`Some`), or every instance file of the series,
+    /// emitted or not (`None`).
     pub fn files_of(&self, series: &str, version: Option<u32>) -> Result<Vec<PathBuf>> {
+        let to_paths = |st: &mut rusqlite::CachedStatement, v: Option<u32>| -> Result<Vec<_>> {
+            let rows = st.query_map(params![series, v], |r| {
+                r.get::<_, String>(0).map(PathBuf::from)
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<PathBuf>>>()?)
+        };
+        if let Some(v) = version {
+            let mut st = self.conn.prepare_cached(
+                "SELECT path FROM members WHERE series = ?1 AND version = ?2 ORDER BY path",
+            )?;
+            let members = to_paths(&mut st, Some(v))?;
+            if !members.is_empty() {
+                return Ok(members);
+            }
+            // A journal written before members were recorded: the files first sent out in this
+            // version or an earlier one.
+        }
         let mut st = self.conn.prepare_cached(
             "SELECT path FROM files WHERE series = ?1 AND kind IN ('dicom', 'nifti')
              AND (?2 IS NULL OR (version IS NOT NULL AND version <= ?2)) ORDER BY path",
         )?;
-        let rows = st.query_map(params![series, version], |r| {
-            r.get::<_, String>(0).map(PathBuf::from)
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        to_paths(&mut st, version)
     }
 
     /// DICOM instances taken but not yet emitted (their series was still collecting):
@@ -359,6 +392,10 @@ mod tests {
         }
     }
 
+    fn paths(p: &[&str]) -> Vec<PathBuf> {
+        p.iter().map(PathBuf::from).collect()
+    }
+
     #[test]
     fn a_series_goes_from_collecting_to_emitted_to_done_and_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
@@ -369,7 +406,8 @@ mod tests {
         assert!(!j.known("/a/1", 11, 5).unwrap(), "a changed size is new");
         assert!(j.has_instance("s1", "i2").unwrap());
         assert_eq!(j.collecting().unwrap().len(), 2);
-        j.mark_emitted("s1", 1, "dicom", "T1_5", 2).unwrap();
+        j.mark_emitted("s1", 1, "dicom", "T1_5", &paths(&["/a/1", "/a/2"]))
+            .unwrap();
         assert!(j.collecting().unwrap().is_empty());
         drop(j);
 
@@ -386,12 +424,50 @@ mod tests {
         j.record_files(&[row("/a/3", "s1", "i3")]).unwrap();
         assert_eq!(j.files_of("s1", Some(1)).unwrap().len(), 2);
         assert_eq!(j.files_of("s1", None).unwrap().len(), 3);
-        j.mark_emitted("s1", 2, "dicom", "T1_5_v2", 3).unwrap();
+        j.mark_emitted(
+            "s1",
+            2,
+            "dicom",
+            "T1_5_v2",
+            &paths(&["/a/1", "/a/2", "/a/3"]),
+        )
+        .unwrap();
         assert_eq!(j.files_of("s1", Some(2)).unwrap().len(), 3);
         assert_eq!(j.latest("s1").unwrap().unwrap().version, 2);
         assert!(j.stem_taken("T1_5", "s2").unwrap());
         assert!(!j.stem_taken("T1_5", "s1").unwrap());
         let t = j.totals().unwrap();
         assert_eq!((t.done, t.pending, t.files), (1, 1, 3));
+    }
+
+    /// v1 is still `emitted` when a late instance is journaled (no version yet); the process is
+    /// killed; the restart replays v1, which must not take the late file: it waits for v2.
+    #[test]
+    fn a_replay_reads_only_its_own_members_and_leaves_a_late_instance_for_the_next_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.record_files(&[row("/a/1", "s1", "i1")]).unwrap();
+        j.mark_emitted("s1", 1, "dicom", "T1", &paths(&["/a/1"]))
+            .unwrap();
+        j.record_files(&[row("/a/2", "s1", "i2")]).unwrap();
+        drop(j); // SIGKILL
+
+        let mut j = Journal::open(dir.path()).unwrap();
+        let replay = &j.unfinished().unwrap()[0];
+        assert_eq!(replay.version, 1);
+        let members = j.files_of("s1", Some(1)).unwrap();
+        assert_eq!(members, paths(&["/a/1"]));
+        j.mark_emitted("s1", 1, "dicom", "T1", &members).unwrap();
+        let waiting: Vec<PathBuf> = j.collecting().unwrap().into_iter().map(|c| c.1).collect();
+        assert_eq!(
+            waiting,
+            paths(&["/a/2"]),
+            "the late instance still waits for v2"
+        );
+        assert_eq!(j.files_of("s1", Some(1)).unwrap(), paths(&["/a/1"]));
+        let all = j.files_of("s1", None).unwrap();
+        j.mark_emitted("s1", 2, "dicom", "T1_v2", &all).unwrap();
+        assert!(j.collecting().unwrap().is_empty());
+        assert_eq!(j.files_of("s1", Some(2)).unwrap(), paths(&["/a/1", "/a/2"]));
     }
 }

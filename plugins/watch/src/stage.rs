@@ -317,6 +317,9 @@ struct Candidate {
     mtime: i64,
     since: Instant,
     catch_up: bool,
+    /// When it landed: first seen (or, found at start-up, its mtime's age). Until it settles,
+    /// its series is unknown, so it holds back every series it may belong to (`stable_pass`).
+    landed: Instant,
 }
 
 /// A DICOM series whose instances are still arriving.
@@ -375,6 +378,33 @@ struct Watcher<'a> {
 
 fn flight_id(series: &str, version: u32) -> String {
     format!("{series}#{version}")
+}
+
+/// The collecting series due now. A series is due `stable_age` after its last instance landed,
+/// unless a file still settling landed before that: it may be one more instance of the
+/// series (its header is read once it has settled), so it holds the series until it settles
+/// or until `stable_age` after its own landing, whichever comes first. A file landing after a
+/// series was due holds nothing, so steady traffic of other series cannot hold one forever.
+fn ready_series(
+    collecting: &HashMap<String, Collecting>,
+    unsettled_landings: impl Iterator<Item = Instant>,
+    stable_age: Duration,
+    now: Instant,
+) -> Vec<String> {
+    // Only the earliest landing still holding matters.
+    let holding = unsettled_landings
+        .filter(|&l| now.saturating_duration_since(l) < stable_age)
+        .min();
+    let mut ready: Vec<String> = collecting
+        .iter()
+        .filter(|(_, c)| {
+            let due = c.last_new + stable_age;
+            now >= due && holding.is_none_or(|l| l >= due)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    ready.sort();
+    ready
 }
 
 /// `now - d`, or `now` when the clock cannot go back that far.
@@ -581,6 +611,11 @@ impl Watcher<'_> {
         } else {
             Instant::now()
         };
+        let landed = if catch_up {
+            ago(age(mtime).min(self.cfg.stable_age))
+        } else {
+            Instant::now()
+        };
         self.candidates.insert(
             path.to_path_buf(),
             Candidate {
@@ -588,6 +623,7 @@ impl Watcher<'_> {
                 mtime,
                 since,
                 catch_up,
+                landed,
             },
         );
         Ok(())
@@ -758,14 +794,15 @@ impl Watcher<'_> {
         FileKind::Duplicate
     }
 
-    /// Emits the series that have been quiet for `stable_age`.
+    /// Emits the series that have been quiet for `stable_age`, counted from the landing of the
+    /// last file seen, settled or not.
     fn stable_pass(&mut self, out: &mut Emitter) -> Result<()> {
-        let ready: Vec<String> = self
-            .collecting
-            .iter()
-            .filter(|(_, c)| c.last_new.elapsed() >= self.cfg.stable_age)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let ready = ready_series(
+            &self.collecting,
+            self.candidates.values().map(|c| c.landed),
+            self.cfg.stable_age,
+            Instant::now(),
+        );
         for series in ready {
             let c = self.collecting.remove(&series).expect("listed above");
             if let Some(p) = self.prepare_dicom(&series, c.version, None, false, c.headers, out)? {
@@ -823,7 +860,7 @@ impl Watcher<'_> {
             self.journal.files_of(series, None)?
         };
         let files: Vec<PathBuf> = listed
-            .into_iter()
+            .iter()
             .filter(|p| {
                 let ok = p.is_file();
                 if !ok {
@@ -834,6 +871,7 @@ impl Watcher<'_> {
                 }
                 ok
             })
+            .cloned()
             .collect();
         let rep = scan_with(&files, headers);
         for e in &rep.errors {
@@ -855,7 +893,7 @@ impl Watcher<'_> {
             };
         }
         self.journal
-            .mark_emitted(series, version, "dicom", &stem, files.len())?;
+            .mark_emitted(series, version, "dicom", &stem, &listed)?;
         if planned.is_empty() {
             let source = files
                 .first()
@@ -968,7 +1006,7 @@ impl Watcher<'_> {
             }
         };
         self.journal
-            .mark_emitted(&series, version, "nifti", &stem, 1)?;
+            .mark_emitted(&series, version, "nifti", &stem, &[path.to_path_buf()])?;
         let fid = self.start_flight(&series, version, stem.clone(), 1);
         let key = if version > 1 {
             format!("{}#v{version}", path.display())
@@ -1088,5 +1126,54 @@ impl Watcher<'_> {
             ));
         }
         self.ctx.info(&line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collecting(last_new: Instant) -> HashMap<String, Collecting> {
+        HashMap::from([(
+            "s1".to_string(),
+            Collecting {
+                sops: HashSet::new(),
+                last_new,
+                version: 1,
+                headers: Vec::new(),
+            },
+        )])
+    }
+
+    /// settle 2 s, stable_age 6 s: the first instance landed at t0, the second at t0 + 5 s
+    /// (a gap just under stable_age) and is still settling at t0 + 6 s, when the first alone
+    /// used to go out.
+    #[test]
+    fn a_file_still_settling_that_landed_within_stable_age_holds_the_series() {
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let stable_age = Duration::from_secs(6);
+        let c = collecting(t0);
+        let none: [Instant; 0] = [];
+        assert!(ready_series(&c, none.into_iter(), stable_age, s(5)).is_empty());
+        assert_eq!(ready_series(&c, none.into_iter(), stable_age, s(6)), ["s1"]);
+        // The second file is held until it settles (it then joins the series, whose clock
+        // restarts at its landing)...
+        assert!(ready_series(&c, [s(5)].into_iter(), stable_age, s(6)).is_empty());
+        assert!(ready_series(&c, [s(5)].into_iter(), stable_age, s(7)).is_empty());
+        // ... or, if it never settles, until stable_age after its own landing.
+        assert_eq!(
+            ready_series(&c, [s(5)].into_iter(), stable_age, s(11)),
+            ["s1"]
+        );
+        // A file that landed after the series was due holds nothing.
+        assert_eq!(
+            ready_series(&c, [s(6)].into_iter(), stable_age, s(7)),
+            ["s1"]
+        );
+        assert_eq!(
+            ready_series(&c, [s(7), s(4)].into_iter(), stable_age, s(8)),
+            Vec::<String>::new()
+        );
     }
 }

@@ -254,6 +254,18 @@ pub fn f_strides(shape: &[usize]) -> Vec<isize> {
     strides
 }
 
+/// Strides of a volume with a trailing channel axis stored channel fastest, then in NIfTI
+/// voxel order (how RGB volumes travel): shape `[ni, nj, nk, .., c]`, strides
+/// `[c, c·ni, .., 1]`.
+pub fn channels_last_strides(dims: &[usize], channels: usize) -> Vec<isize> {
+    let mut strides: Vec<isize> = f_strides(dims)
+        .iter()
+        .map(|s| s * channels.max(1) as isize)
+        .collect();
+    strides.push(1);
+    strides
+}
+
 /// Panics unless `shape` and `strides` have the same rank and reach only `len` elements.
 fn assert_fits(shape: &[usize], strides: &[isize], len: usize) {
     assert_eq!(
@@ -370,13 +382,39 @@ impl Tensor {
         bytemuck::try_cast_slice(bytes).map_err(|e| anyhow::anyhow!("misaligned tensor: {e}"))
     }
 
+    /// Whether the last axis is a channel axis laid out as [`channels_last_strides`].
+    pub fn is_channels_last(&self) -> bool {
+        match self.shape.split_last() {
+            Some((&c, dims)) if !dims.is_empty() => self.strides == channels_last_strides(dims, c),
+            _ => false,
+        }
+    }
+
+    /// The raw bytes of a channels-last CPU tensor ([`Tensor::is_channels_last`]), in memory
+    /// order: voxel by voxel in NIfTI order, each voxel's channels together.
+    pub fn channels_last_bytes(&self) -> Result<&[u8]> {
+        if !self.is_channels_last() {
+            bail!(
+                "tensor with shape {:?} and strides {:?} is not channels-last",
+                self.shape,
+                self.strides
+            );
+        }
+        self.packed_bytes()
+    }
+
     /// The raw bytes of a dense CPU tensor, in memory order.
     pub fn dense_bytes(&self) -> Result<&[u8]> {
-        if self.device != Device::Cpu {
-            bail!("tensor is on {:?}, not the CPU", self.device);
-        }
         if !(self.is_c_contiguous() || self.is_f_contiguous()) {
             bail!("tensor with strides {:?} is not dense", self.strides);
+        }
+        self.packed_bytes()
+    }
+
+    /// The bytes of a tensor whose layout the caller has checked to have no gaps.
+    fn packed_bytes(&self) -> Result<&[u8]> {
+        if self.device != Device::Cpu {
+            bail!("tensor is on {:?}, not the CPU", self.device);
         }
         let n = self.len() * self.dtype.size();
         let end = self.byte_offset + n;
@@ -600,6 +638,19 @@ unsafe extern "C" fn release_storage(owner: *mut c_void) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channels_last_layout_is_recognised_and_read_in_memory_order() {
+        let data: Vec<u8> = (0..2 * 3 * 3).map(|v| v as u8).collect();
+        let t =
+            Tensor::from_vec_strided(data.clone(), &[2, 3, 3], &channels_last_strides(&[2, 3], 3));
+        assert!(t.is_channels_last());
+        assert!(t.dense_bytes().is_err(), "neither C nor F order");
+        assert_eq!(t.channels_last_bytes().unwrap(), &data[..]);
+        let plain = Tensor::volume(data, &[2, 3, 3]);
+        assert!(!plain.is_channels_last());
+        assert!(plain.channels_last_bytes().is_err());
+    }
 
     #[test]
     fn ffi_round_trip_shares_the_buffer_and_releases_it() {

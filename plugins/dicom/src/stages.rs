@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use mindscan_sdk::prelude::*;
-use mindscan_sdk::tensor::f_strides;
+use mindscan_sdk::tensor::channels_last_strides;
 
 use crate::core::{
-    DeidOptions, DicomVolume, PHI_KEYWORDS, Series, VoxelData, load_series_lenient,
-    load_series_with, scan,
+    DeidOptions, DicomVolume, LoadOptions, PHI_KEYWORDS, PhilipsScaling, Series, VoxelData,
+    load_series_lenient, load_series_with, scan,
 };
 
 #[derive(Deserialize, JsonSchema)]
@@ -48,6 +48,28 @@ pub struct ReadParams {
     /// instead of failing the series.
     #[serde(default)]
     pub lenient: bool,
+    /// Philips images with a private scale slope (2005,100E): `float` writes the scanner's
+    /// floating-point values, FP = (SV·RS + RI) / (RS·SS), as dcm2niix does by default;
+    /// `display` writes the displayed values SV·RS + RI (dcm2niix `-p n`).
+    #[serde(default)]
+    pub philips_scaling: PhilipsScalingParam,
+}
+
+#[derive(Deserialize, JsonSchema, Clone, Copy, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PhilipsScalingParam {
+    #[default]
+    Float,
+    Display,
+}
+
+impl From<PhilipsScalingParam> for PhilipsScaling {
+    fn from(p: PhilipsScalingParam) -> Self {
+        match p {
+            PhilipsScalingParam::Float => PhilipsScaling::Float,
+            PhilipsScalingParam::Display => PhilipsScaling::Display,
+        }
+    }
 }
 
 fn default_name() -> String {
@@ -96,21 +118,32 @@ pub fn deid_options(keep_tags: &[String]) -> Result<DeidOptions> {
     Ok(DeidOptions::keeping(keep_tags.iter().cloned()))
 }
 
-/// Decodes a planned series into a `volume` item; `warn` receives the series' warnings.
+/// Decodes a planned series into a `volume` item with default scaling; `warn` receives the
+/// series' warnings.
 pub fn load_planned(
     p: &Planned,
     deid: &DeidOptions,
     lenient: bool,
     warn: &dyn Fn(&str),
 ) -> Result<Item> {
+    load_planned_with(p, &LoadOptions::from(deid.clone()), lenient, warn)
+}
+
+/// [`load_planned`] with every load option.
+pub fn load_planned_with(
+    p: &Planned,
+    opts: &LoadOptions,
+    lenient: bool,
+    warn: &dyn Fn(&str),
+) -> Result<Item> {
     let vol = if lenient {
-        let (vol, failures) = load_series_lenient(&p.series, deid)?;
+        let (vol, failures) = load_series_lenient(&p.series, opts)?;
         for f in failures {
             warn(&format!("series {}: {f}", p.stem));
         }
         vol
     } else {
-        load_series_with(&p.series, deid)?
+        load_series_with(&p.series, opts)?
     };
     for w in &vol.warnings {
         warn(&format!("series {}: {w}", p.stem));
@@ -121,7 +154,7 @@ pub fn load_planned(
 /// Reads DICOM series as volumes.
 pub struct DicomRead {
     inputs: Vec<PathBuf>,
-    deid: DeidOptions,
+    opts: LoadOptions,
     name: String,
     lenient: bool,
     plan: OnceLock<Vec<Planned>>,
@@ -172,7 +205,7 @@ impl DicomRead {
     }
 
     fn load(&self, ctx: &Context, p: &Planned) -> Result<Item> {
-        load_planned(p, &self.deid, self.lenient, &|w| ctx.warn(w))
+        load_planned_with(p, &self.opts, self.lenient, &|w| ctx.warn(w))
     }
 }
 
@@ -200,9 +233,7 @@ fn volume_item(p: &Planned, vol: DicomVolume) -> Item {
             channels = 3;
             let mut shape = dims.clone();
             shape.push(3);
-            let mut strides: Vec<isize> = f_strides(&dims).iter().map(|s| s * 3).collect();
-            strides.push(1);
-            Tensor::from_vec_strided(v, &shape, &strides)
+            Tensor::from_vec_strided(v, &shape, &channels_last_strides(&dims, 3))
         }
     };
     item.set_tensor("data", tensor);
@@ -219,9 +250,12 @@ fn volume_item(p: &Planned, vol: DicomVolume) -> Item {
     if channels > 1 {
         m.set("channels", channels);
     }
+    // Scanner coordinates (1) when the geometry came from the tags; unknown (0) for the
+    // nominal geometry of images without position and orientation, as dcm2niix writes.
+    let code = i32::from(p.series.geometry.from_tags);
     let mut codes = serde_json::json!({
-        "qform_code": 1,
-        "sform_code": 1,
+        "qform_code": code,
+        "sform_code": code,
         "scaling_applied": false,
         // NIFTI_UNITS_MM | NIFTI_UNITS_SEC, as dcm2niix writes.
         "xyzt_units": 10,
@@ -264,7 +298,10 @@ impl Stage for DicomRead {
         }
         Ok(DicomRead {
             inputs: p.paths.iter().map(PathBuf::from).collect(),
-            deid,
+            opts: LoadOptions {
+                deid,
+                philips_scaling: p.philips_scaling.into(),
+            },
             name: p.name,
             lenient: p.lenient,
             plan: OnceLock::new(),

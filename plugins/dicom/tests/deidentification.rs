@@ -125,7 +125,7 @@ fn allow_list_keeps_only_named_tags() {
     let input = data_dir().join("series/Siemens_Skyra_EPI_mosaic_mr_0003/DICOM");
     let s = &scan(&[input]).series[0];
     let opts = DeidOptions::keeping(["InstitutionName", "AcquisitionTime"]);
-    let vol = load_series_with(s, &opts).unwrap();
+    let vol = load_series_with(s, &opts.into()).unwrap();
     assert_eq!(vol.sidecar["InstitutionName"], "NIH");
     assert!(vol.sidecar.contains_key("AcquisitionTime"));
     assert!(!vol.sidecar.contains_key("InstitutionAddress"));

@@ -8,11 +8,24 @@ use mindscan_plugin_dicom::core::{VoxelData, load_series, scan};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-fn values(v: &VoxelData) -> Vec<i64> {
-    match v {
-        VoxelData::Rgb8(b) => b.iter().map(|&x| x as i64).collect(),
-        _ => (0..v.len()).map(|i| v.get_f64(i) as i64).collect(),
+/// Stored values in DICOM order (pydicom's): images without position and orientation are
+/// stored bottom-up, as dcm2niix stores them, so their rows are put back top-down here.
+fn values(v: &VoxelData, dims: [usize; 4], nominal: bool) -> Vec<i64> {
+    let (per, flat): (usize, Vec<i64>) = match v {
+        VoxelData::Rgb8(b) => (3, b.iter().map(|&x| x as i64).collect()),
+        _ => (1, (0..v.len()).map(|i| v.get_f64(i) as i64).collect()),
+    };
+    if !nominal {
+        return flat;
     }
+    let row = dims[0] * per;
+    let mut out = Vec::with_capacity(flat.len());
+    for image in flat.chunks(row * dims[1]) {
+        for r in image.chunks(row).rev() {
+            out.extend_from_slice(r);
+        }
+    }
+    out
 }
 
 fn check(name: &str, e: &Value) {
@@ -41,7 +54,7 @@ fn check(name: &str, e: &Value) {
         matches!(vol.voxels, VoxelData::Rgb8(_)),
         g("samples_per_pixel") == 3
     );
-    let v = values(&vol.voxels);
+    let v = values(&vol.voxels, vol.dims, !s.geometry.from_tags);
     assert_eq!(v.iter().min().copied(), e["min"].as_i64(), "{name} min");
     assert_eq!(v.iter().max().copied(), e["max"].as_i64(), "{name} max");
     if e["lossy"].as_bool().unwrap() {

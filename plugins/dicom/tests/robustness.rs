@@ -145,7 +145,7 @@ fn truncated_and_corrupt_files_reported_rest_converted() {
     assert!(err.contains("-00001.dcm"), "{err}");
     assert!(err.contains("1.2.840.10008.1.2.1"), "{err}");
     // Lenient load: the rest converted, the bad slice zero-filled and reported.
-    let (vol, errs) = load_series_lenient(ge_s, &DeidOptions::default()).unwrap();
+    let (vol, errs) = load_series_lenient(ge_s, &DeidOptions::default().into()).unwrap();
     assert_eq!(errs.len(), 1);
     assert!(errs[0].to_string().contains("-00001.dcm"));
     let w = vol.sidecar["Warnings"].to_string();
@@ -274,7 +274,7 @@ fn missing_input_is_an_error() {
 #[test]
 fn inspect_summaries() {
     let sums = inspect(&[data_dir().join("series")]);
-    assert_eq!(sums.len(), 3);
+    assert_eq!(sums.len(), 6);
     let ge = sums
         .iter()
         .find(|s| s.file_count == 150)
@@ -300,4 +300,26 @@ fn inspect_summaries() {
         vec!["1.2.840.10008.1.2.5".to_string()]
     );
     assert_eq!(ts[0].dims, [64, 64, 35, 1]);
+}
+
+/// Symlinks `up -> ..` and `self -> .` inside the input folder: the scan ends, and each file
+/// is found once (a folder reached through a link is not entered again).
+#[cfg(unix)]
+#[test]
+fn symlink_loops_end_and_find_each_file_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    let files = copy_dir(
+        &series_dir("Siemens_Skyra_EPI_mosaic_mr_0003"),
+        &dir.join("a"),
+    );
+    std::os::unix::fs::symlink("..", dir.join("a/up")).unwrap();
+    std::os::unix::fs::symlink(".", dir.join("a/self")).unwrap();
+    let rep = scan(&[dir]);
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    assert_eq!(rep.series.len(), 1);
+    let dicoms = files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "dcm"));
+    assert_eq!(rep.series[0].file_count(), dicoms.count());
 }

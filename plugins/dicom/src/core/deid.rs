@@ -149,9 +149,11 @@ pub fn hash_uid(uid: &str, salt: &str) -> String {
     format!("2.25.{}", u128::from_be_bytes(b))
 }
 
-/// Make a value safe as a file-name token: only `[A-Za-z0-9._+=-]` kept (other
-/// characters, including path separators and control characters, become `_`),
-/// no `..`, no leading dot or dash, at most 64 characters.
+/// A DICOM value as a name token, with dcm2niix's character policy: only
+/// `[A-Za-z0-9._+=-]` kept (other characters, including path separators and control
+/// characters, become `_`), no `..`, no leading dot or dash, at most 64 characters. The
+/// stages that write files also pass every name through the one output sanitiser,
+/// `mindscan_sdk::naming::sanitize_component`.
 pub fn sanitize_token(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
@@ -257,6 +259,18 @@ pub(crate) struct SidecarExtra<'a> {
     pub recon_cols: u32,
     pub warnings: &'a [String],
     pub slice_timing_s: Option<Vec<f64>>,
+    pub philips: Option<PhilipsSidecar>,
+    /// The volume TR (which can differ from RepetitionTime (0018,0080), see `load`).
+    pub repetition_time_s: Option<f64>,
+    pub repetition_time_excitation_s: Option<f64>,
+}
+
+/// Philips scaling as dcm2niix reports it.
+pub(crate) struct PhilipsSidecar {
+    pub rescale_slope: f64,
+    pub rescale_intercept: f64,
+    pub scale_slope: f64,
+    pub float_scaling: bool,
 }
 
 pub(crate) fn sidecar(m: &SeriesMeta, x: &SidecarExtra, opts: &DeidOptions) -> Map<String, Value> {
@@ -308,9 +322,10 @@ pub(crate) fn sidecar(m: &SeriesMeta, x: &SidecarExtra, opts: &DeidOptions) -> M
     put("SpacingBetweenSlices", f(m.spacing_between_slices));
     put("EchoNumber", m.echo_number.map(|v| json!(v)));
     put("EchoTime", f(m.echo_time_ms.map(|v| v / 1000.0)));
+    put("RepetitionTime", f(x.repetition_time_s));
     put(
-        "RepetitionTime",
-        f(m.repetition_time_ms.map(|v| v / 1000.0)),
+        "RepetitionTimeExcitation",
+        f(x.repetition_time_excitation_s),
     );
     put(
         "InversionTime",
@@ -321,7 +336,7 @@ pub(crate) fn sidecar(m: &SeriesMeta, x: &SidecarExtra, opts: &DeidOptions) -> M
     let pe_col = m
         .inplane_pe_dir
         .as_deref()
-        .map(|d| d.eq_ignore_ascii_case("COL"));
+        .map(|d| d.to_ascii_uppercase().starts_with("COL"));
     if m.acquisition_matrix.len() == 4 {
         let a = &m.acquisition_matrix;
         let pe = match pe_col {
@@ -334,6 +349,8 @@ pub(crate) fn sidecar(m: &SeriesMeta, x: &SidecarExtra, opts: &DeidOptions) -> M
         if pe > 0 {
             put("AcquisitionMatrixPE", Some(json!(pe)));
         }
+    } else if let Some(pe) = m.pe_steps_in_plane.filter(|v| *v > 0) {
+        put("AcquisitionMatrixPE", Some(json!(pe)));
     }
     if let Some(col) = pe_col {
         put(
@@ -347,6 +364,19 @@ pub(crate) fn sidecar(m: &SeriesMeta, x: &SidecarExtra, opts: &DeidOptions) -> M
         put(
             "InPlanePhaseEncodingDirectionDICOM",
             Some(json!(if col { "COL" } else { "ROW" })),
+        );
+    }
+    if let Some((slope, inter)) = m.philips_rwv {
+        put("PhilipsRWVSlope", f(Some(slope)));
+        put("PhilipsRWVIntercept", f(Some(inter)));
+    }
+    if let Some(p) = &x.philips {
+        put("PhilipsRescaleSlope", f(Some(p.rescale_slope)));
+        put("PhilipsRescaleIntercept", f(Some(p.rescale_intercept)));
+        put("PhilipsScaleSlope", f(Some(p.scale_slope)));
+        put(
+            "UsePhilipsFloatNotDisplayScaling",
+            Some(json!(i32::from(p.float_scaling))),
         );
     }
     if let Some(t) = &x.slice_timing_s {

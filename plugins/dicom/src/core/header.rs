@@ -56,6 +56,16 @@ pub(crate) struct SeriesMeta {
     pub mosaic_times_ms: Vec<f64>,
     pub orientation: Option<[f64; 6]>,
     pub pixel_spacing: Option<[f64; 2]>,
+    /// Philips RealWorldValueMapping (slope, intercept), reported in the sidecar only: the
+    /// private scale slope defines the values, as in dcm2niix.
+    pub philips_rwv: Option<(f64, f64)>,
+    /// Philips enhanced: seconds between the first and last MRImageDynamicScanBeginTime
+    /// (2005,10A0) of the frames, which dcm2niix uses for the TR of 3D multi-volume scans.
+    pub philips_dynamic_span_s: Option<f64>,
+    pub echo_train_length: Option<i64>,
+    /// MRAcquisitionPhaseEncodingStepsInPlane (0018,9231): enhanced files' AcquisitionMatrixPE.
+    pub pe_steps_in_plane: Option<i64>,
+    pub number_of_averages: Option<f64>,
     /// PS3.15 E.1 attributes present in the file (keyword, value) — only
     /// emitted when explicitly allow-listed.
     pub phi: Vec<(String, String)>,
@@ -73,6 +83,12 @@ pub(crate) struct FrameInfo {
     pub temporal: Option<i64>,
     pub acq_time: Option<f64>,
     pub echo_time_ms: Option<f64>,
+    /// Philips MRScaleSlope (2005,100E): with it the stored value maps to the scanner's
+    /// floating-point value, FP = (SV·RS + RI) / (RS·SS).
+    pub philips_scale_slope: Option<f64>,
+    /// Values of the private dimensions of an enhanced file's DimensionIndexSequence (such as
+    /// Philips' ASL label type), which order volumes before time does.
+    pub volume_rank: Vec<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -252,6 +268,79 @@ fn private_bytes(o: &Obj, group: u16, creator: &str, elem: u8) -> Option<Vec<u8>
         .and_then(|e| e.to_bytes().ok().map(|b| b.to_vec()))
 }
 
+const PHILIPS_MR_001: &str = "Philips MR Imaging DD 001";
+const PHILIPS_MR_005: &str = "Philips MR Imaging DD 005";
+
+fn private_f64(o: &Obj, group: u16, creator: &str, elem: u8) -> Option<f64> {
+    let e = o.private_element(group, creator, elem).ok()?;
+    e.to_float64()
+        .ok()
+        .or_else(|| e.to_multi_float64().ok()?.first().copied())
+        .filter(|v| v.is_finite())
+}
+
+/// MRScaleSlope, when usable (finite, non-zero).
+fn philips_scale_slope(o: &Obj) -> Option<f64> {
+    private_f64(o, 0x2005, PHILIPS_MR_001, 0x0E).filter(|v| *v != 0.0)
+}
+
+/// The first item of the Philips private per-frame group (2005,140F).
+fn philips_frame_item(o: &Obj) -> Option<&Obj> {
+    o.private_element(0x2005, PHILIPS_MR_005, 0x0F)
+        .ok()?
+        .items()?
+        .first()
+}
+
+/// Indices into DimensionIndexValues of the dimensions whose pointer is a private tag.
+fn private_dimensions(o: &Obj) -> Vec<usize> {
+    let Some(dims) = items(o, tags::DIMENSION_INDEX_SEQUENCE) else {
+        return Vec::new();
+    };
+    dims.iter()
+        .enumerate()
+        .filter(|(_, d)| {
+            d.get(tags::DIMENSION_INDEX_POINTER)
+                .and_then(|e| e.value().to_tag().ok())
+                .is_some_and(|t| t.group() % 2 == 1)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Where an image's acquisition attributes live: the data set itself, then (enhanced files)
+/// the items of the shared functional groups and of the first frame's, one and two sequence
+/// levels down. Standard sequences sort before private ones, so they are searched first.
+struct Scope<'a> {
+    objs: Vec<&'a Obj>,
+}
+
+impl<'a> Scope<'a> {
+    fn of(o: &'a Obj) -> Self {
+        let mut objs = vec![o];
+        let groups = [
+            first_item(o, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE),
+            first_item(o, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE),
+        ];
+        for g in groups.into_iter().flatten() {
+            for item in g.iter().filter_map(|e| e.items()?.first()) {
+                objs.push(item);
+                objs.extend(item.iter().filter_map(|e| e.items()?.first()));
+            }
+        }
+        Scope { objs }
+    }
+    fn f64(&self, t: Tag) -> Option<f64> {
+        self.objs.iter().find_map(|o| get_f64(o, t))
+    }
+    fn int(&self, t: Tag) -> Option<i64> {
+        self.objs.iter().find_map(|o| get_int(o, t))
+    }
+    fn str(&self, t: Tag) -> Option<String> {
+        self.objs.iter().find_map(|o| get_str(o, t))
+    }
+}
+
 /// Extract everything needed from a (header-only) object.
 pub(crate) fn extract(obj: &DefaultDicomObject) -> Result<FileHeader, String> {
     let ts = obj
@@ -264,6 +353,7 @@ pub(crate) fn extract(obj: &DefaultDicomObject) -> Result<FileHeader, String> {
         .unwrap_or_else(|| obj.meta().media_storage_sop_instance_uid().to_string());
     let rows = get_int(o, tags::ROWS).ok_or("missing Rows (0028,0010): not an image")?;
     let cols = get_int(o, tags::COLUMNS).ok_or("missing Columns (0028,0011)")?;
+    let sc = Scope::of(o);
     let mut m = SeriesMeta {
         series_uid: get_str(o, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
         study_uid: get_str(o, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
@@ -272,36 +362,39 @@ pub(crate) fn extract(obj: &DefaultDicomObject) -> Result<FileHeader, String> {
         manufacturer: get_str(o, tags::MANUFACTURER),
         model: get_str(o, tags::MANUFACTURER_MODEL_NAME),
         field_strength: get_f64(o, tags::MAGNETIC_FIELD_STRENGTH),
-        imaging_frequency: get_f64(o, tags::IMAGING_FREQUENCY),
+        imaging_frequency: sc.f64(tags::IMAGING_FREQUENCY),
         series_description: get_str(o, tags::SERIES_DESCRIPTION),
         protocol: get_str(o, tags::PROTOCOL_NAME),
         series_number: get_int(o, tags::SERIES_NUMBER),
         acquisition_number: get_int(o, tags::ACQUISITION_NUMBER),
         echo_time_ms: get_f64(o, tags::ECHO_TIME),
-        repetition_time_ms: get_f64(o, tags::REPETITION_TIME),
-        inversion_time_ms: get_f64(o, tags::INVERSION_TIME),
-        flip_angle: get_f64(o, tags::FLIP_ANGLE),
+        repetition_time_ms: sc.f64(tags::REPETITION_TIME),
+        inversion_time_ms: sc.f64(tags::INVERSION_TIME),
+        flip_angle: sc.f64(tags::FLIP_ANGLE),
         slice_thickness: get_f64(o, tags::SLICE_THICKNESS),
-        spacing_between_slices: get_f64(o, tags::SPACING_BETWEEN_SLICES),
+        spacing_between_slices: sc.f64(tags::SPACING_BETWEEN_SLICES),
         echo_number: get_int(o, tags::ECHO_NUMBERS),
         image_type: get_strs(o, tags::IMAGE_TYPE),
         acquisition_matrix: o
             .get(tags::ACQUISITION_MATRIX)
             .and_then(|e| e.to_multi_int::<i64>().ok())
             .unwrap_or_default(),
-        inplane_pe_dir: get_str(o, tags::IN_PLANE_PHASE_ENCODING_DIRECTION),
+        echo_train_length: sc.int(tags::ECHO_TRAIN_LENGTH),
+        pe_steps_in_plane: sc.int(tags::MR_ACQUISITION_PHASE_ENCODING_STEPS_IN_PLANE),
+        number_of_averages: sc.f64(tags::NUMBER_OF_AVERAGES),
+        inplane_pe_dir: sc.str(tags::IN_PLANE_PHASE_ENCODING_DIRECTION),
         patient_position: get_str(o, tags::PATIENT_POSITION),
         body_part: get_str(o, tags::BODY_PART_EXAMINED),
         software_versions: get_strs(o, tags::SOFTWARE_VERSIONS)
             .into_iter()
             .next()
             .filter(|s| !s.is_empty()),
-        mr_acquisition_type: get_str(o, tags::MR_ACQUISITION_TYPE),
-        scanning_sequence: get_str(o, tags::SCANNING_SEQUENCE),
-        sequence_variant: get_str(o, tags::SEQUENCE_VARIANT),
+        mr_acquisition_type: sc.str(tags::MR_ACQUISITION_TYPE),
+        scanning_sequence: sc.str(tags::SCANNING_SEQUENCE),
+        sequence_variant: sc.str(tags::SEQUENCE_VARIANT),
         scan_options: get_str(o, tags::SCAN_OPTIONS),
         sequence_name: get_str(o, tags::SEQUENCE_NAME),
-        pixel_bandwidth: get_f64(o, tags::PIXEL_BANDWIDTH),
+        pixel_bandwidth: sc.f64(tags::PIXEL_BANDWIDTH),
         photometric: get_str(o, tags::PHOTOMETRIC_INTERPRETATION)
             .unwrap_or_else(|| "MONOCHROME2".into()),
         rows: rows.max(0) as u32,
@@ -315,6 +408,20 @@ pub(crate) fn extract(obj: &DefaultDicomObject) -> Result<FileHeader, String> {
             .or_else(|| arr2(get_fvec(o, tags::IMAGER_PIXEL_SPACING))),
         ..Default::default()
     };
+    let philips = m
+        .manufacturer
+        .as_deref()
+        .is_some_and(|v| v.to_ascii_uppercase().contains("PHILIPS"));
+    if philips {
+        m.philips_rwv = first_item(o, tags::REAL_WORLD_VALUE_MAPPING_SEQUENCE).and_then(|i| {
+            Some((
+                get_f64(i, tags::REAL_WORLD_VALUE_SLOPE)?,
+                get_f64(i, tags::REAL_WORLD_VALUE_INTERCEPT).unwrap_or(0.0),
+            ))
+        });
+    }
+    let base_philips_ss = philips.then(|| philips_scale_slope(o)).flatten();
+    let private_dims = private_dimensions(o);
     for (kw, g, e) in PHI_TAGS {
         if let Some(v) = get_str(o, Tag(*g, *e)) {
             m.phi.push((kw.to_string(), v));
@@ -374,6 +481,7 @@ pub(crate) fn extract(obj: &DefaultDicomObject) -> Result<FileHeader, String> {
                     .and_then(|i| get_fvec(i, t))
             })
         };
+        let (mut dyn_min, mut dyn_max) = (f64::INFINITY, f64::NEG_INFINITY);
         for (i, f) in pf.iter().enumerate() {
             let content = first_item(f, tags::FRAME_CONTENT_SEQUENCE);
             let pm = fg(f, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING);
@@ -392,7 +500,37 @@ pub(crate) fn extract(obj: &DefaultDicomObject) -> Result<FileHeader, String> {
             )
             .and_then(|v| v.first().copied())
             .or(base_inter);
+            let philips_ss = philips
+                .then(|| {
+                    philips_frame_item(f)
+                        .and_then(philips_scale_slope)
+                        .or_else(|| {
+                            shared
+                                .and_then(philips_frame_item)
+                                .and_then(philips_scale_slope)
+                        })
+                })
+                .flatten()
+                .or(base_philips_ss);
+            if let Some(t) = philips
+                .then(|| {
+                    philips_frame_item(f).and_then(|i| private_f64(i, 0x2005, PHILIPS_MR_001, 0xA0))
+                })
+                .flatten()
+            {
+                dyn_min = dyn_min.min(t);
+                dyn_max = dyn_max.max(t);
+            }
+            let index_values: Vec<i64> = content
+                .and_then(|c| c.get(tags::DIMENSION_INDEX_VALUES))
+                .and_then(|e| e.to_multi_int::<i64>().ok())
+                .unwrap_or_default();
             frames.push(FrameInfo {
+                philips_scale_slope: philips_ss,
+                volume_rank: private_dims
+                    .iter()
+                    .map(|&d| index_values.get(d).copied().unwrap_or(0))
+                    .collect(),
                 frame: i as u32,
                 position: arr3(fg(
                     f,
@@ -418,6 +556,9 @@ pub(crate) fn extract(obj: &DefaultDicomObject) -> Result<FileHeader, String> {
                     .or(m.echo_time_ms),
             });
         }
+        if dyn_max > dyn_min {
+            m.philips_dynamic_span_s = Some(dyn_max - dyn_min);
+        }
         if m.orientation.is_none() {
             m.orientation = frames.first().and_then(|f| f.orientation);
         }
@@ -439,6 +580,8 @@ pub(crate) fn extract(obj: &DefaultDicomObject) -> Result<FileHeader, String> {
         let pos = arr3(get_fvec(o, tags::IMAGE_POSITION_PATIENT));
         for i in 0..m.number_of_frames {
             frames.push(FrameInfo {
+                philips_scale_slope: base_philips_ss,
+                volume_rank: Vec::new(),
                 frame: i,
                 position: pos,
                 orientation: m.orientation,

@@ -1,6 +1,6 @@
 //! Pixel decoding and volume assembly.
 
-use super::deid::{DeidOptions, SidecarExtra, format_name, sidecar};
+use super::deid::{DeidOptions, PhilipsSidecar, SidecarExtra, format_name, sidecar};
 use super::header::{self, Opened};
 use super::{
     DicomError, DicomVolume, FrameRef, Result, Series, VoxelData, transfer_syntax_supported,
@@ -135,15 +135,52 @@ fn decode_file(path: &Path, ts: &str, series: &Series) -> Result<Decoded> {
     Ok(Decoded { samples, frame_len })
 }
 
+/// How Philips images that carry a private scale slope (MRScaleSlope, 2005,100E) are scaled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PhilipsScaling {
+    /// The scanner's floating-point value, FP = (SV·RS + RI) / (RS·SS): what dcm2niix writes
+    /// by default (`-p y`), comparable between series and scanners.
+    #[default]
+    Float,
+    /// The displayed value, SV·RS + RI (RescaleSlope/RescaleIntercept only, `-p n`).
+    Display,
+}
+
+/// Options of [`load_series_with`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub deid: DeidOptions,
+    pub philips_scaling: PhilipsScaling,
+}
+
+impl From<DeidOptions> for LoadOptions {
+    fn from(deid: DeidOptions) -> Self {
+        LoadOptions {
+            deid,
+            ..LoadOptions::default()
+        }
+    }
+}
+
+/// The (slope, intercept) that maps a frame's stored values to output values.
+fn frame_scaling(f: &FrameRef, mode: PhilipsScaling) -> (f64, f64) {
+    match (mode, f.philips_scale_slope) {
+        (PhilipsScaling::Float, Some(ss)) => {
+            (1.0 / ss, f.rescale_intercept / (f.rescale_slope * ss))
+        }
+        _ => (f.rescale_slope, f.rescale_intercept),
+    }
+}
+
 /// Load a series with default de-identification (nothing from PS3.15 E.1 kept).
 pub fn load_series(series: &Series) -> Result<DicomVolume> {
-    load_series_with(series, &DeidOptions::default())
+    load_series_with(series, &LoadOptions::default())
 }
 
 /// Decode and assemble a series. Files are decoded in parallel; memory is
 /// bounded by the series. Any file that fails makes the whole call fail with
 /// an error listing every failing file and its transfer syntax.
-pub fn load_series_with(series: &Series, opts: &DeidOptions) -> Result<DicomVolume> {
+pub fn load_series_with(series: &Series, opts: &LoadOptions) -> Result<DicomVolume> {
     load_impl(series, opts, false).map(|(v, _)| v)
 }
 
@@ -154,14 +191,14 @@ pub fn load_series_with(series: &Series, opts: &DeidOptions) -> Result<DicomVolu
 /// of the series can be decoded.
 pub fn load_series_lenient(
     series: &Series,
-    opts: &DeidOptions,
+    opts: &LoadOptions,
 ) -> Result<(DicomVolume, Vec<DicomError>)> {
     load_impl(series, opts, true)
 }
 
 fn load_impl(
     series: &Series,
-    opts: &DeidOptions,
+    opts: &LoadOptions,
     lenient: bool,
 ) -> Result<(DicomVolume, Vec<DicomError>)> {
     let [ni, nj, nk, nt] = series.dims;
@@ -242,6 +279,10 @@ fn load_impl(
         }
         .filter(|(f, _)| ok.contains_key(&f.path))
     };
+    // Without position and orientation the geometry is nominal: rows are stored bottom-up,
+    // as dcm2niix does, so that the image is upright in NIfTI viewers.
+    let flip_rows = !series.geometry.from_tags;
+    let row = |j: usize| if flip_rows { nj - 1 - j } else { j };
     let is_rgb = ok.values().any(|d| matches!(d.samples, Samples::Rgb(_)));
     let present: Vec<&FrameRef> = series
         .slots
@@ -250,12 +291,9 @@ fn load_impl(
         .map(|&i| &series.frames[i])
         .filter(|f| ok.contains_key(&f.path))
         .collect();
-    let s0 = present
-        .first()
-        .map(|f| (f.rescale_slope, f.rescale_intercept));
-    let uniform = present
-        .iter()
-        .all(|f| Some((f.rescale_slope, f.rescale_intercept)) == s0);
+    let scaling = |f: &FrameRef| frame_scaling(f, opts.philips_scaling);
+    let s0 = present.first().map(|f| scaling(f));
+    let uniform = present.iter().all(|f| Some(scaling(f)) == s0);
     let (slope, inter) = s0.unwrap_or((1.0, 0.0));
 
     let voxels = if is_rgb {
@@ -268,7 +306,7 @@ fn load_impl(
                     let (off, stride) = tile_of(fr, tk);
                     for j in 0..nj {
                         let s = 3 * (off + j * stride);
-                        let d = 3 * ((t * nk + k) * slice + j * ni);
+                        let d = 3 * ((t * nk + k) * slice + row(j) * ni);
                         out[d..d + 3 * ni].copy_from_slice(&src[s..s + 3 * ni]);
                     }
                 }
@@ -292,14 +330,14 @@ fn load_impl(
                 };
                 let (off, stride) = tile_of(fr, tk);
                 let (a, b) = if float && !uniform {
-                    (fr.rescale_slope, fr.rescale_intercept)
+                    scaling(fr)
                 } else {
                     (1.0, 0.0)
                 };
                 // One map lookup per slice, not per row.
                 let samples = &ok[&fr.path].samples;
                 for j in 0..nj {
-                    let d = (t * nk + k) * slice + j * ni;
+                    let d = (t * nk + k) * slice + row(j) * ni;
                     let s = off + j * stride;
                     match samples {
                         Samples::Int(v) => {
@@ -351,9 +389,18 @@ fn load_impl(
     };
     let a = &series.geometry.affine;
     let col = |c: usize| (a[0][c].powi(2) + a[1][c].powi(2) + a[2][c].powi(2)).sqrt();
-    let tr = m.repetition_time_ms.map(|v| v / 1000.0).unwrap_or(0.0);
+    let (tr, tr_excitation) = volume_tr(series, &present);
     let slice_timing = (series.mosaic.is_some() && m.mosaic_times_ms.len() == nk)
         .then(|| m.mosaic_times_ms.iter().map(|v| v / 1000.0).collect());
+    let philips = present
+        .first()
+        .filter(|f| f.philips_scale_slope.is_some())
+        .map(|f| PhilipsSidecar {
+            rescale_slope: f.rescale_slope,
+            rescale_intercept: f.rescale_intercept,
+            scale_slope: f.philips_scale_slope.unwrap_or(1.0),
+            float_scaling: opts.philips_scaling == PhilipsScaling::Float,
+        });
     let side = sidecar(
         m,
         &SidecarExtra {
@@ -361,9 +408,13 @@ fn load_impl(
             recon_cols: ni as u32,
             warnings: &warnings,
             slice_timing_s: slice_timing,
+            philips,
+            repetition_time_s: (tr > 0.0).then_some(tr),
+            repetition_time_excitation_s: tr_excitation,
         },
-        opts,
+        &opts.deid,
     );
+    let tr = tr.max(0.0);
     let vol = DicomVolume {
         dims: series.dims,
         voxels,
@@ -376,4 +427,67 @@ fn load_impl(
         name: format_name(m, "%p_%s"),
     };
     Ok((vol, failures))
+}
+
+/// The volume repetition time in seconds, and the excitation TR when it is not the same, as
+/// dcm2niix decides them:
+/// * Philips enhanced 3D multi-volume scans with an echo train: the span of the frames'
+///   dynamic scan begin times over (volumes − 1);
+/// * classic files of several volumes (not GE, whose AcquisitionTime is unreliable): the
+///   span of the volumes' acquisition times at the first slice position over (volumes − 1),
+///   divided by NumberOfAverages if that explains it, when it differs from RepetitionTime
+///   (0018,0080) by more than 50 ms. RepetitionTime then becomes RepetitionTimeExcitation.
+fn volume_tr(series: &Series, present: &[&FrameRef]) -> (f64, Option<f64>) {
+    let m = &series.meta;
+    let nt = series.dims[3];
+    let reported = m.repetition_time_ms.map(|v| v / 1000.0);
+    let tr = reported.unwrap_or(0.0);
+    if nt < 2 {
+        return (tr, None);
+    }
+    let manufacturer = m.manufacturer.as_deref().unwrap_or("").to_ascii_uppercase();
+    if let Some(span) = m.philips_dynamic_span_s
+        && manufacturer.contains("PHILIPS")
+        && m.mr_acquisition_type.as_deref() == Some("3D")
+        && m.echo_train_length.is_some_and(|n| n > 1)
+    {
+        let est = span / (nt - 1) as f64;
+        return (if (est - tr).abs() > 1e-6 { est } else { tr }, None);
+    }
+    let is_ge = manufacturer.starts_with("GE") || manufacturer.contains("GE MEDICAL");
+    if is_ge || series.file_count() < 2 {
+        return (tr, None);
+    }
+    // Acquisition times of the volumes at the first slice position, in volume order.
+    let nk = series.dims[2];
+    let times: Vec<f64> = (0..nt)
+        .filter_map(|t| {
+            let slot = if series.mosaic.is_some() { t } else { t * nk };
+            series.slots.get(slot).copied().flatten()
+        })
+        .filter_map(|i| series.frames[i].acquisition_time)
+        .collect();
+    if times.len() != nt || present.is_empty() {
+        return (tr, None);
+    }
+    let mut span: f64 = -1.0;
+    for v in 1..nt {
+        if times[v] - times[v - 1] > 0.0 {
+            span = span.max(times[v] - times[0]);
+        }
+    }
+    if span <= 0.0 {
+        return (tr, None);
+    }
+    let mut est = span / (nt - 1) as f64;
+    const TOLERANCE_S: f64 = 0.05;
+    if (est - tr).abs() > TOLERANCE_S {
+        if let Some(n) = m.number_of_averages.filter(|n| *n > 1.0) {
+            est /= n;
+        }
+        if (est - tr).abs() > TOLERANCE_S {
+            return (est, reported);
+        }
+    }
+    (tr, None)
 }

@@ -1,8 +1,8 @@
 //! Pure DICOM ingestion: discovery, series grouping, pixel decoding and
 //! geometry, with de-identified BIDS-style metadata.
 //!
-//! This module has no dependency on the Mindscan SDK; an adapter wraps it into
-//! a pipeline source.
+//! This module uses nothing of the Mindscan SDK but its folder walker (symlink loops); an
+//! adapter wraps it into a pipeline source.
 //!
 //! * [`scan`] walks files / folders / globs, reads headers only (stops before
 //!   Pixel Data), groups the files into [`Series`] and sorts them spatially.
@@ -47,7 +47,7 @@ mod scan;
 
 use deid::format_name;
 pub use deid::{DeidOptions, PHI_KEYWORDS, hash_uid, sanitize_token};
-pub use load::{load_series, load_series_lenient, load_series_with};
+pub use load::{LoadOptions, PhilipsScaling, load_series, load_series_lenient, load_series_with};
 pub use scan::{FileIdentity, ParsedHeader, identify, identify_keeping, inspect, scan, scan_with};
 
 /// Summary of one scanned series (what [`inspect`] gives for each).
@@ -143,6 +143,8 @@ pub struct FrameRef {
     pub instance_number: Option<i64>,
     pub rescale_slope: f64,
     pub rescale_intercept: f64,
+    /// Philips MRScaleSlope (2005,100E), per frame for enhanced files.
+    pub philips_scale_slope: Option<f64>,
     /// AcquisitionTime (or frame acquisition time), seconds; used for ordering.
     pub acquisition_time: Option<f64>,
     /// TemporalPositionIdentifier / TemporalPositionIndex.

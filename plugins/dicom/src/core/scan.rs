@@ -3,6 +3,7 @@
 use super::deid::hash_uid;
 use super::header::{self, FileHeader, FrameInfo, Opened};
 use super::{DicomError, FrameRef, Geometry, ScanReport, Series, SeriesSummary, SkippedFile};
+use mindscan_sdk::walk::{Entry as WalkEntry, Step, Walker};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -16,39 +17,45 @@ fn is_hidden(p: &Path) -> bool {
         .is_some_and(|n| n.starts_with('.'))
 }
 
+/// Every file below `dir`, depth-first in name order; hidden entries are skipped, and each
+/// real folder is entered once (symlink loops such as `up -> ..` end, see `mindscan_sdk::walk`).
 fn walk(
+    walker: &mut Walker,
     dir: &Path,
     out: &mut Vec<PathBuf>,
     skipped: &mut Vec<SkippedFile>,
     errors: &mut Vec<DicomError>,
 ) {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(r) => r,
-        Err(e) => {
-            errors.push(DicomError::Read {
-                path: dir.to_path_buf(),
-                message: format!("cannot list folder: {e}"),
-            });
-            return;
+    walker.walk(dir, &mut |e| {
+        match e {
+            WalkEntry::Dir(p) if p != dir && is_hidden(p) => {
+                tracing::debug!(path = %p.display(), "skipping hidden entry");
+                skipped.push(SkippedFile {
+                    path: p.to_path_buf(),
+                    reason: "hidden file".into(),
+                });
+                return Step::Skip;
+            }
+            WalkEntry::Dir(_) => {}
+            WalkEntry::File(p) if is_hidden(p) => {
+                tracing::debug!(path = %p.display(), "skipping hidden entry");
+                skipped.push(SkippedFile {
+                    path: p.to_path_buf(),
+                    reason: "hidden file".into(),
+                });
+            }
+            WalkEntry::File(p) => {
+                if p.is_file() {
+                    out.push(p.to_path_buf());
+                }
+            }
+            WalkEntry::Error(p, err) => errors.push(DicomError::Read {
+                path: p.to_path_buf(),
+                message: format!("cannot list folder: {err}"),
+            }),
         }
-    };
-    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    entries.sort();
-    for p in entries {
-        if is_hidden(&p) {
-            tracing::debug!(path = %p.display(), "skipping hidden entry");
-            skipped.push(SkippedFile {
-                path: p,
-                reason: "hidden file".into(),
-            });
-            continue;
-        }
-        if p.is_dir() {
-            walk(&p, out, skipped, errors);
-        } else if p.is_file() {
-            out.push(p);
-        }
-    }
+        Step::Continue
+    });
 }
 
 /// Expand files, folders (recursive) and glob patterns into a sorted file list.
@@ -58,9 +65,10 @@ fn expand(
     errors: &mut Vec<DicomError>,
 ) -> Vec<PathBuf> {
     let mut out = Vec::new();
+    let mut walker = Walker::new();
     for inp in inputs {
         if inp.is_dir() {
-            walk(inp, &mut out, skipped, errors);
+            walk(&mut walker, inp, &mut out, skipped, errors);
         } else if inp.is_file() {
             out.push(inp.clone());
         } else {
@@ -72,7 +80,7 @@ fn expand(
                     for p in paths.flatten() {
                         n += 1;
                         if p.is_dir() {
-                            walk(&p, &mut out, skipped, errors);
+                            walk(&mut walker, &p, &mut out, skipped, errors);
                         } else if is_hidden(&p) {
                             skipped.push(SkippedFile {
                                 path: p,
@@ -398,8 +406,12 @@ fn assemble(mut rep: ScanReport, outcomes: Vec<(PathBuf, Outcome)>) -> ScanRepor
     rep
 }
 
-fn time_key(e: &Entry) -> (i64, i64, i64, i64, u32) {
+/// Volume order: private dimension indices of enhanced files first (Philips' ASL label type:
+/// all control volumes, then all label volumes, as dcm2niix), then acquisition time, temporal
+/// position, acquisition number, instance number, frame number.
+fn time_key(e: &Entry) -> (Vec<i64>, i64, i64, i64, i64, u32) {
     (
+        e.f.volume_rank.clone(),
         e.f.acq_time
             .map(|t| (t * 1e4).round() as i64)
             .unwrap_or(i64::MIN),
@@ -419,6 +431,7 @@ fn to_frame_ref(e: &Entry, pos: Option<[f64; 3]>) -> FrameRef {
         instance_number: e.h.instance_number,
         rescale_slope: e.f.slope,
         rescale_intercept: e.f.intercept,
+        philips_scale_slope: e.f.philips_scale_slope,
         acquisition_time: e.f.acq_time,
         temporal_position: e.f.temporal,
         acquisition_number: e.h.meta.acquisition_number,
@@ -469,7 +482,7 @@ fn build_series(id: String, split_key: String, mut ents: Vec<Entry>) -> Series {
         {
             normal = sn.map(|v| v / norm(sn));
         }
-        ents.sort_by_key(time_key);
+        ents.sort_by_cached_key(time_key);
         // Position of tile 0 = mosaic position shifted by half the size difference.
         let shift = |p: [f64; 3]| -> [f64; 3] {
             let dc = (cols - ni) as f64 / 2.0 * spacing[1];
@@ -531,7 +544,7 @@ fn build_series(id: String, split_key: String, mut ents: Vec<Entry>) -> Series {
                 clusters.last_mut().unwrap().push(e);
             }
             for c in &mut clusters {
-                c.sort_by_key(time_key);
+                c.sort_by_cached_key(time_key);
             }
             let cmin = clusters.iter().map(|c| c.len()).min().unwrap_or(0);
             let cmax = clusters.iter().map(|c| c.len()).max().unwrap_or(0);
@@ -658,6 +671,16 @@ fn build_series(id: String, split_key: String, mut ents: Vec<Entry>) -> Series {
         ];
     }
     affine[3] = [0.0, 0.0, 0.0, 1.0];
+    if !from_tags {
+        // Nominal geometry (NIfTI codes 0): voxel sizes only, rows stored bottom-up (see
+        // `load`), so j points up; the same layout as dcm2niix's, with the spacing kept.
+        affine = [
+            [spacing[1], 0.0, 0.0, 0.0],
+            [0.0, spacing[0], 0.0, -((nj as f64) - 1.0) * spacing[0]],
+            [0.0, 0.0, nominal_step, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+    }
     let mut tss: Vec<String> = frames.iter().map(|f| f.transfer_syntax.clone()).collect();
     tss.sort();
     tss.dedup();

@@ -34,6 +34,10 @@ pub struct WriteOptions {
     pub datatype: OutputDatatype,
     /// `fsync` the file before renaming it into place (default false).
     pub fsync: bool,
+    /// Where the file is written before it is renamed into place (default:
+    /// `.<name>.tmp-<pid>` beside it). Callers that clean up after crashed runs pass a name
+    /// that tells their process apart (the engine's `temp_path_for`).
+    pub temp: Option<PathBuf>,
 }
 
 impl Default for WriteOptions {
@@ -42,6 +46,7 @@ impl Default for WriteOptions {
             gzip_level: 1,
             datatype: OutputDatatype::Keep,
             fsync: false,
+            temp: None,
         }
     }
 }
@@ -78,11 +83,13 @@ pub fn write_nifti_with(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = opts.temp.clone().unwrap_or_else(|| {
+        dir.join(format!(
+            ".{}.tmp-{}",
+            file_name.to_string_lossy(),
+            std::process::id()
+        ))
+    });
     let gzip = file_name.to_string_lossy().ends_with(".gz");
     let result = write_file(&tmp, &header, &data, gzip, opts).and_then(|()| {
         fs::rename(&tmp, path).map_err(|e| K::Io("cannot rename temporary file", e))

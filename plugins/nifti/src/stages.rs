@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use mindscan_sdk::naming::sanitize_component;
 use mindscan_sdk::prelude::*;
-use mindscan_sdk::tensor::f_strides;
+use mindscan_sdk::tensor::channels_last_strides;
 
 use crate::format::pool::POOL;
 use crate::format::{self, NiftiVolume, OutputDatatype, VoxelData, WriteOptions};
@@ -141,9 +141,7 @@ fn rgb_tensor(flat: Vec<u8>, dims: &[usize], c: usize, shape: &mut Vec<usize>) -
     shape.clear();
     shape.extend_from_slice(dims);
     shape.push(c);
-    let mut strides: Vec<isize> = f_strides(dims).iter().map(|s| s * c as isize).collect();
-    strides.push(1);
-    Tensor::from_vec_strided(flat, shape, &strides)
+    Tensor::from_vec_strided(flat, shape, &channels_last_strides(dims, c))
 }
 
 impl Stage for NiftiRead {
@@ -260,7 +258,24 @@ fn output_name(template: &str, stem: &str, series: &str, key: &str) -> String {
     sanitize_component(&name)
 }
 
-fn data_of(t: &Tensor) -> Result<VoxelData> {
+/// The voxels of a volume tensor and the NIfTI dims they fill: RGB(A) bytes travel as a
+/// trailing channel axis (channels-last) and become one RGB24/RGBA32 voxel each.
+fn data_of(t: &Tensor) -> Result<(Vec<usize>, VoxelData)> {
+    let shape = t.shape();
+    if t.dtype() == DType::U8 && t.is_channels_last() && shape.len() >= 3 {
+        let (&c, dims) = shape.split_last().unwrap_or((&1, &[]));
+        let bytes = t.channels_last_bytes()?;
+        let data = match c {
+            3 => VoxelData::Rgb24(bytemuck::cast_slice::<u8, [u8; 3]>(bytes).to_vec()),
+            4 => VoxelData::Rgba32(bytemuck::cast_slice::<u8, [u8; 4]>(bytes).to_vec()),
+            _ => bail!("nifti.write: a channel axis of {c} is neither RGB nor RGBA"),
+        };
+        return Ok((dims.to_vec(), data));
+    }
+    Ok((shape.to_vec(), plain_data_of(t)?))
+}
+
+fn plain_data_of(t: &Tensor) -> Result<VoxelData> {
     if !t.is_f_contiguous() {
         bail!("nifti.write needs a volume in NIfTI voxel order (i fastest)");
     }
@@ -306,9 +321,9 @@ impl Stage for NiftiWrite {
 
     fn process(&self, _ctx: &Context, item: Item, _out: &mut Emitter) -> Result<()> {
         let t = item.data()?;
-        let shape = t.shape().to_vec();
         let affine = item.meta.affine().context("volume has no affine")?;
-        let mut vol = NiftiVolume::from_data(shape, data_of(t)?, affine);
+        let (shape, data) = data_of(t)?;
+        let mut vol = NiftiVolume::from_data(shape, data, affine);
         // Keep the codes the volume came with (dcm2niix and scanners write 1 = scanner).
         let codes: Option<serde_json::Value> = item.meta.get("nifti");
         if let Some(c) = codes {
@@ -354,6 +369,12 @@ impl Stage for NiftiWrite {
                 WriteDtype::Keep => OutputDatatype::Keep,
                 WriteDtype::Float32 => OutputDatatype::Float32,
             },
+            // Unique per process start, so a restarted run (pid 1 again in a container) can
+            // tell its dead predecessor's temporaries from live ones.
+            temp: Some(
+                mindscan_sdk::fsio::temp_path_for(&path)
+                    .with_context(|| format!("{}: no temporary name", path.display()))?,
+            ),
             ..WriteOptions::default()
         };
         format::write_nifti_with(&path, &vol, &opts)?;

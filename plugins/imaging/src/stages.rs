@@ -16,7 +16,8 @@ use crate::core::{
     CanonicalView, ContactSheetTile, EmptySliceRule, FrameSelection, ManifestFormat, ManifestRow,
     ManifestWriter, NameFields, NameTemplate, Plane, Slice2D, SliceOptions, SlicePixels,
     SliceSelection, Voxel, Voxels, Window, WindowSpec, contact_sheet_png, encode_jpeg,
-    encode_png_u8, encode_png_u16, extract_slice_typed, file_stem, relative_path, write_atomic,
+    encode_jpeg_rgb, encode_png_rgb, encode_png_u8, encode_png_u16, extract_slice_typed, file_stem,
+    relative_path, write_atomic,
 };
 use crate::histogram::integer_percentile_window;
 
@@ -106,6 +107,12 @@ impl Stage for IntensityWindow {
     }
 
     fn process(&self, _ctx: &Context, mut item: Item, out: &mut Emitter) -> Result<()> {
+        if item.meta.get::<usize>("channels").unwrap_or(1) > 1 {
+            // Colour volumes are shown as stored: no intensity window.
+            item.meta
+                .set(keys::WINDOW, serde_json::json!({ "mode": "colour" }));
+            return out.emit(item);
+        }
         let window = match self.spec {
             WindowSpec::SliceMinMax => None,
             WindowSpec::CenterWidth { center, width } => Some(Window::center_width(center, width)),
@@ -323,7 +330,7 @@ impl Stage for VolumeSlice {
     fn process(&self, _ctx: &Context, item: Item, out: &mut Emitter) -> Result<()> {
         let t = item.data()?;
         if item.meta.get::<usize>("channels").unwrap_or(1) > 1 {
-            bail!("volume.slice does not handle RGB volumes yet");
+            return self.cut_colour(&item, t, out);
         }
         let shape = t.shape().to_vec();
         if shape.len() < 3 {
@@ -351,7 +358,119 @@ impl Stage for VolumeSlice {
     }
 }
 
+/// Where a slice sits in its volume, for its item's key and metadata.
+struct SliceAt {
+    plane: Plane,
+    frame: usize,
+    frames_total: usize,
+    /// Slices of this plane and frame that are sent.
+    count: usize,
+}
+
+/// The `image` item of one slice of `volume`.
+fn slice_item(volume: &Item, at: &SliceAt, index: usize, spacing: [f64; 2], data: Tensor) -> Item {
+    let base_key = volume.key();
+    let key = if at.frames_total > 1 {
+        format!("{base_key}#{}/f{}/{index}", at.plane.name(), at.frame)
+    } else {
+        format!("{base_key}#{}/{index}", at.plane.name())
+    };
+    let mut meta = volume.meta.clone();
+    meta.0.remove(keys::AFFINE);
+    meta.set(keys::KEY, key);
+    meta.set("volume_key", base_key);
+    meta.set(keys::PLANE, at.plane.name());
+    meta.set(keys::INDEX, index);
+    meta.set(keys::FRAME, at.frame);
+    meta.set(keys::SLICE_COUNT, at.count);
+    meta.set(keys::SPACING, spacing);
+    Item {
+        kind: kinds::IMAGE.to_string(),
+        meta,
+        tensors: vec![("data".into(), data)],
+    }
+}
+
 impl VolumeSlice {
+    /// Colour (RGB) volumes, channels-last bytes: each channel is cut like a grey volume and
+    /// the three are interleaved again, giving `[rows, cols, 3]` slices. A slice is empty (for
+    /// `skip_empty`) when its brightest channel is.
+    fn cut_colour(&self, item: &Item, t: &Tensor, out: &mut Emitter) -> Result<()> {
+        let shape = t.shape();
+        let (&c, dims) = shape.split_last().context("empty shape")?;
+        if t.dtype() != DType::U8 || c != 3 || dims.len() < 3 || !t.is_channels_last() {
+            bail!(
+                "volume.slice: colour volumes must be RGB bytes with a trailing channel axis, got {} {shape:?}",
+                t.dtype().name()
+            );
+        }
+        let bytes = t.channels_last_bytes()?;
+        let channels: Vec<Vec<u8>> = (0..3)
+            .map(|ch| bytes.iter().skip(ch).step_by(3).copied().collect())
+            .collect();
+        let frames_total: usize = dims[3..].iter().product::<usize>().max(1);
+        let affine = item.meta.affine().context("volume has no affine")?;
+        let views = channels
+            .iter()
+            .map(|d| CanonicalView::new(&d[..], [dims[0], dims[1], dims[2]], frames_total, &affine))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("{e}"))?;
+        let frames = self
+            .frames
+            .resolve(frames_total)
+            .map_err(|e| anyhow!("{e}"))?;
+        let byte = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+        for &plane in &self.planes {
+            let indices = self
+                .slices
+                .resolve(plane.slice_count(&views[0]))
+                .map_err(|e| anyhow!("{e}"))?;
+            for &frame in &frames {
+                let mut kept = Vec::with_capacity(indices.len());
+                for &index in &indices {
+                    let cut: Vec<Slice2D<SlicePixels<u8>>> = views
+                        .iter()
+                        .map(|v| extract_slice_typed(v, plane, index, frame, &self.opts))
+                        .collect::<std::result::Result<_, _>>()
+                        .map_err(|e| anyhow!("{e}"))?;
+                    let (rows, cols) = (cut[0].rows, cut[0].cols);
+                    let px: Vec<Vec<u8>> = cut
+                        .iter()
+                        .map(|s| match &s.data {
+                            SlicePixels::Native(v) => v.clone(),
+                            SlicePixels::Resampled(v) => v.iter().map(|&x| byte(x)).collect(),
+                        })
+                        .collect();
+                    let mut rgb = vec![0u8; rows * cols * 3];
+                    for (p, out_px) in rgb.chunks_exact_mut(3).enumerate() {
+                        out_px.copy_from_slice(&[px[0][p], px[1][p], px[2][p]]);
+                    }
+                    if let Some(rule) = self.empty {
+                        let brightest: Vec<u8> = rgb
+                            .chunks_exact(3)
+                            .map(|p| p[0].max(p[1]).max(p[2]))
+                            .collect();
+                        if rule.is_near_empty(&brightest, Window { lo: 0.0, hi: 255.0 }) {
+                            continue;
+                        }
+                    }
+                    let spacing = [cut[0].spacing_row, cut[0].spacing_col];
+                    kept.push((index, spacing, Tensor::from_vec(rgb, &[rows, cols, 3])));
+                }
+                let at = SliceAt {
+                    plane,
+                    frame,
+                    frames_total,
+                    count: kept.len(),
+                };
+                for (index, spacing, tensor) in kept {
+                    out.emit(slice_item(item, &at, index, spacing, tensor))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn cut_volume<T: Element + Voxel>(
         &self,
         item: &Item,
@@ -373,37 +492,29 @@ impl VolumeSlice {
             .frames
             .resolve(frames_total)
             .map_err(|e| anyhow!("{e}"))?;
-        let base_key = item.key().to_string();
         for &plane in &self.planes {
             let n = plane.slice_count(&view);
             let indices = self.slices.resolve(n).map_err(|e| anyhow!("{e}"))?;
             for &frame in &frames {
                 let emit_slice = |s: Slice2D<SlicePixels<T>>, count: usize, out: &mut Emitter| {
-                    let key = if frames_total > 1 {
-                        format!("{base_key}#{}/f{frame}/{}", plane.name(), s.index)
-                    } else {
-                        format!("{base_key}#{}/{}", plane.name(), s.index)
-                    };
-                    let mut meta = item.meta.clone();
-                    meta.0.remove(keys::AFFINE);
-                    meta.set(keys::KEY, key);
-                    meta.set("volume_key", &base_key);
-                    meta.set(keys::PLANE, plane.name());
-                    meta.set(keys::INDEX, s.index);
-                    meta.set(keys::FRAME, frame);
-                    meta.set(keys::SLICE_COUNT, count);
-                    meta.set(keys::SPACING, [s.spacing_row, s.spacing_col]);
                     let dims = [s.rows, s.cols];
+                    let at = SliceAt {
+                        plane,
+                        frame,
+                        frames_total,
+                        count,
+                    };
                     let tensor = match s.data {
                         SlicePixels::Native(v) => Tensor::from_vec(v, &dims),
                         SlicePixels::Resampled(v) => Tensor::from_vec(v, &dims),
                     };
-                    let img = Item {
-                        kind: kinds::IMAGE.to_string(),
-                        meta,
-                        tensors: vec![("data".into(), tensor)],
-                    };
-                    out.emit(img)
+                    out.emit(slice_item(
+                        item,
+                        &at,
+                        s.index,
+                        [s.spacing_row, s.spacing_col],
+                        tensor,
+                    ))
                 };
                 let cut = |index: usize| {
                     extract_slice_typed(&view, plane, index, frame, &self.opts)
@@ -601,12 +712,18 @@ impl Stage for ImageWrite {
 
     fn process(&self, ctx: &Context, item: Item, _out: &mut Emitter) -> Result<()> {
         let t = item.data()?;
-        let [rows, cols] = t.shape() else {
-            bail!("image.write needs 2D images, got shape {:?}", t.shape());
+        // Colour slices (from RGB volumes) are [rows, cols, 3] bytes, written as they are.
+        let colour = match t.shape() {
+            [_, _] => None,
+            [_, _, 3] if t.dtype() == DType::U8 && t.is_c_contiguous() => Some(t.as_slice::<u8>()?),
+            s => bail!("image.write needs 2D images or RGB [rows, cols, 3] bytes, got shape {s:?}"),
         };
-        let (rows, cols) = (*rows, *cols);
+        let (rows, cols) = (t.shape()[0], t.shape()[1]);
         let owned;
-        let px = if t.is_c_contiguous() {
+        let px = if let Some(rgb) = colour {
+            owned = luma(rgb);
+            Voxels::F32(&owned)
+        } else if t.is_c_contiguous() {
             voxels(t)?
         } else {
             owned = t.to_f32_vec()?;
@@ -615,6 +732,7 @@ impl Stage for ImageWrite {
         let m = &item.meta;
         let (recorded, per_slice) = recorded_window(m);
         let window = match recorded {
+            _ if colour.is_some() => Window { lo: 0.0, hi: 255.0 },
             Some(w) if !per_slice => w,
             // No window chosen upstream, or per-slice mode: this image's own min-max.
             _ => px.min_max().unwrap_or(Window { lo: 0.0, hi: 0.0 }),
@@ -649,11 +767,13 @@ impl Stage for ImageWrite {
             })
             .map_err(|e| anyhow!("{e}"))?;
         let path = self.out.join(&rel);
-        let u8_pixels = (self.bit_depth == 8).then(|| px.map_u8(&window));
-        let bytes = match (self.format, &u8_pixels) {
-            (ImageFormat::Jpg, Some(p)) => encode_jpeg(p, rows, cols, self.quality),
-            (ImageFormat::Png, Some(p)) => encode_png_u8(p, rows, cols),
-            (_, None) => encode_png_u16(&px.map_u16(&window), rows, cols),
+        let u8_pixels = (self.bit_depth == 8 || colour.is_some()).then(|| px.map_u8(&window));
+        let bytes = match (self.format, colour, &u8_pixels) {
+            (ImageFormat::Jpg, Some(rgb), _) => encode_jpeg_rgb(rgb, rows, cols, self.quality),
+            (ImageFormat::Png, Some(rgb), _) => encode_png_rgb(rgb, rows, cols),
+            (ImageFormat::Jpg, None, Some(p)) => encode_jpeg(p, rows, cols, self.quality),
+            (ImageFormat::Png, None, Some(p)) => encode_png_u8(p, rows, cols),
+            (_, None, None) => encode_png_u16(&px.map_u16(&window), rows, cols),
         }
         .map_err(|e| anyhow!("{e}"))?;
         write_atomic(&path, &bytes).with_context(|| format!("{}: cannot write", path.display()))?;
@@ -783,6 +903,13 @@ impl ImageWrite {
         write_atomic(&self.out.join(name), &png)?;
         Ok(())
     }
+}
+
+/// Rec. 601 luma of RGB bytes: the grey value a colour slice shows in a contact sheet.
+fn luma(rgb: &[u8]) -> Vec<f32> {
+    rgb.chunks_exact(3)
+        .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
+        .collect()
 }
 
 /// The elements of a dense CPU tensor of any real dtype.

@@ -150,11 +150,54 @@ pub fn encode_jpeg_turbo(
     })
 }
 
+/// Colour JPEG of interleaved RGB bytes (the pure-Rust encoder in every build: colour slices
+/// are rare, so they do not need libjpeg-turbo's speed).
+pub fn encode_jpeg_rgb(
+    rgb: &[u8],
+    rows: usize,
+    cols: usize,
+    quality: u8,
+) -> Result<Vec<u8>, EncodeError> {
+    let (w, h) = jpeg_dims(rgb.len() / 3, rows, cols)?;
+    if rgb.len() != rows * cols * 3 {
+        return Err(EncodeError::Codec(format!(
+            "{} bytes for a {rows}x{cols} RGB image",
+            rgb.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(rgb.len() / 4 + 1024);
+    let enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+    enc.encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| EncodeError::Codec(e.to_string()))?;
+    Ok(out)
+}
+
+/// 8-bit RGB PNG of interleaved RGB bytes.
+pub fn encode_png_rgb(rgb: &[u8], rows: usize, cols: usize) -> Result<Vec<u8>, EncodeError> {
+    if rgb.len() != rows * cols * 3 {
+        return Err(EncodeError::Codec(format!(
+            "{} bytes for a {rows}x{cols} RGB image",
+            rgb.len()
+        )));
+    }
+    encode_png_colour(rgb, rows, cols, png::BitDepth::Eight, png::ColorType::Rgb)
+}
+
 fn encode_png(
     bytes: &[u8],
     rows: usize,
     cols: usize,
     depth: png::BitDepth,
+) -> Result<Vec<u8>, EncodeError> {
+    encode_png_colour(bytes, rows, cols, depth, png::ColorType::Grayscale)
+}
+
+fn encode_png_colour(
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+    depth: png::BitDepth,
+    colour: png::ColorType,
 ) -> Result<Vec<u8>, EncodeError> {
     let (Ok(h), Ok(w)) = (u32::try_from(rows), u32::try_from(cols)) else {
         return Err(EncodeError::TooLarge { rows, cols });
@@ -162,7 +205,7 @@ fn encode_png(
     let mut out = Vec::with_capacity(bytes.len() / 2 + 1024);
     {
         let mut enc = png::Encoder::new(&mut out, w, h);
-        enc.set_color(png::ColorType::Grayscale);
+        enc.set_color(colour);
         enc.set_depth(depth);
         enc.set_compression(png::Compression::Fast);
         let mut writer = enc

@@ -28,7 +28,7 @@ pub mod window;
 
 pub use encode::{
     ContactSheetTile, EncodeError, GrayImage, contact_sheet, contact_sheet_png, encode_jpeg,
-    encode_png_u8, encode_png_u16,
+    encode_jpeg_rgb, encode_png_rgb, encode_png_u8, encode_png_u16,
 };
 pub use fsio::write_atomic;
 pub use manifest::{ManifestFormat, ManifestRow, ManifestWriter, relative_path};

@@ -45,15 +45,57 @@ pub fn registry(
     Ok(r)
 }
 
-/// Exit status of a command, with what to print.
+/// Exit status of a command, with what to print. The codes are documented in the README.
 pub enum Outcome {
     Ok,
     /// The pipeline or the command line is wrong (status 2).
     Invalid(String),
     /// The run failed (status 1).
     Failed(String),
+    /// Some inputs failed or were skipped, the rest went through (status 3).
+    Partial(String),
+    /// No input went through: none found, or every one failed (status 4).
+    NothingConverted(String),
+    /// The output folder cannot be created or written (status 5).
+    OutputUnwritable(String),
     /// Stopped by Ctrl-C / SIGTERM after a graceful stop (status 130).
     Interrupted,
+}
+
+impl Outcome {
+    /// The process exit status.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::Failed(_) => 1,
+            Outcome::Invalid(_) => 2,
+            Outcome::Partial(_) => 3,
+            Outcome::NothingConverted(_) => 4,
+            Outcome::OutputUnwritable(_) => 5,
+            Outcome::Interrupted => 130,
+        }
+    }
+}
+
+/// How many failed inputs the closing summary names (the metrics JSON has more).
+const SUMMARY_LISTED: usize = 50;
+
+/// The closing summary of a run in which inputs failed: each input and the reason.
+fn failure_summary(report: &RunReport) -> String {
+    let total = report.total_errors();
+    let mut s = format!("{total} input(s) failed or were skipped:");
+    for f in report.failed_inputs.iter().take(SUMMARY_LISTED) {
+        let reason = f.reason.lines().next().unwrap_or("");
+        s.push_str(&format!("\n  - {} ({}): {reason}", f.input, f.stage));
+    }
+    let listed = report.failed_inputs.len().min(SUMMARY_LISTED) as u64;
+    if total > listed {
+        s.push_str(&format!(
+            "\n  ... and {} more (the log and --metrics-json have them)",
+            total - listed
+        ));
+    }
+    s
 }
 
 /// Loads, overrides and validates a pipeline file.
@@ -96,14 +138,28 @@ pub fn run_plan(plan: &Plan, args: RunArgs) -> Result<(Outcome, RunReport)> {
         mindscan_sdk::fsio::write_atomic(p, &json)
             .with_context(|| format!("{}: cannot write metrics", p.display()))?;
     }
-    let outcome = if let Some(f) = &report.failure {
+    Ok((outcome_of(&report), report))
+}
+
+/// The outcome of a finished run: failed, interrupted, some inputs lost, nothing through, ok.
+pub fn outcome_of(report: &RunReport) -> Outcome {
+    if let Some(f) = &report.failure {
         Outcome::Failed(f.clone())
     } else if report.cancelled {
         Outcome::Interrupted
-    } else {
+    } else if report.total_errors() == 0 {
         Outcome::Ok
-    };
-    Ok((outcome, report))
+    } else if report.items_produced() == 0
+        || report
+            .stages
+            .iter()
+            .filter(|s| s.role == "sink")
+            .all(|s| s.items_in == s.errors)
+    {
+        Outcome::NothingConverted(failure_summary(report))
+    } else {
+        Outcome::Partial(failure_summary(report))
+    }
 }
 
 /// `mindscan plugins [STAGE]`.

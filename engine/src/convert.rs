@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use crate::config::{Loc, OnError, PipelineFile, StageConfig};
@@ -17,6 +17,24 @@ pub struct Request {
     /// `axial`, `coronal`, `sagittal` or `all`.
     pub plane: &'static str,
     pub workers: Option<u32>,
+    /// NIfTI output: `.nii.gz` (true) or `.nii`.
+    pub compress: bool,
+    /// DICOM inputs: the dcm2niix-like name template (`dicom.read`'s `name`).
+    pub name: Option<String>,
+    /// DICOM inputs: Philips floating-point scaling (true) or display scaling.
+    pub philips_float: bool,
+}
+
+/// The output folder must exist (it is created) and take files, checked before any input is
+/// read, so a wrong `--out` fails at once with its own exit status.
+pub fn check_output(out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("{}: cannot create the output folder", out.display()))?;
+    let probe = mindscan_sdk::fsio::temp_path_for(&out.join("write-check"))?;
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("{}: the output folder is not writable", out.display()))?;
+    std::fs::remove_file(&probe).ok();
+    Ok(())
 }
 
 fn is_nifti(p: &Path) -> bool {
@@ -73,14 +91,19 @@ pub fn pipeline(req: &Request) -> Result<PipelineFile> {
     let paths: Vec<String> = req.inputs.iter().map(|p| p.display().to_string()).collect();
     let out = req.out.display().to_string();
     let family = input_family(&req.inputs);
+    let mut read_params = json!({ "paths": paths });
+    if family == "dicom" {
+        if let Some(name) = &req.name {
+            read_params["name"] = json!(name);
+        }
+        if !req.philips_float {
+            read_params["philips_scaling"] = json!("display");
+        }
+    } else if req.name.is_some() {
+        bail!("--name (-f) names DICOM series; NIfTI inputs keep their file names");
+    }
     // Several readers decode several files or series at once (one volume in memory each).
-    let reader = stage(
-        "read",
-        &format!("{family}.read"),
-        &[],
-        json!({ "paths": paths }),
-        workers,
-    );
+    let reader = stage("read", &format!("{family}.read"), &[], read_params, workers);
     let stages = match req.format {
         "nifti" => vec![
             reader,
@@ -88,7 +111,7 @@ pub fn pipeline(req: &Request) -> Result<PipelineFile> {
                 "write",
                 "nifti.write",
                 &["read"],
-                json!({ "out": out }),
+                json!({ "out": out, "format": if req.compress { "nii.gz" } else { "nii" } }),
                 workers,
             ),
         ],

@@ -51,18 +51,38 @@ enum Command {
     /// Summarise a NIfTI file header, or the DICOM series in a file or folder.
     Inspect { file: PathBuf },
     /// Convert files without writing YAML (builds the same pipeline internally).
+    ///
+    /// Exit status: 0 all converted, 3 some inputs failed (each named at the end), 4 nothing
+    /// converted (no DICOM/NIfTI found, or every input failed), 5 output folder not writable,
+    /// 2 bad command line, 1 other failure.
     Convert {
+        /// DICOM or NIfTI files, folders (searched recursively) and glob patterns.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-        #[arg(long)]
+        /// Output folder (created if missing).
+        #[arg(long, short = 'o', value_name = "DIR")]
         out: PathBuf,
+        /// What to write: JPG or PNG slices with a manifest, or NIfTI volumes with JSON sidecars.
         #[arg(long, value_enum, default_value_t = Format::Jpg)]
         format: Format,
+        /// Slice plane for JPG/PNG.
         #[arg(long, value_enum, default_value_t = Plane::Axial)]
         plane: Plane,
+        /// NIfTI only: gzip the output (`y`: .nii.gz, `n`: .nii), like dcm2niix -z.
+        #[arg(long = "compress", short = 'z', value_enum, default_value_t = YesNo::Y)]
+        compress: YesNo,
+        /// DICOM only: output name template, like dcm2niix -f: %p protocol, %s series number,
+        /// %d description, %m modality, %e echo number, %j hashed series UID.
+        #[arg(long = "name", short = 'f', value_name = "TEMPLATE")]
+        name: Option<String>,
+        /// DICOM only: Philips private scaling, `y` the scanner's floating-point values (as
+        /// dcm2niix -p y, the default), `n` the displayed values.
+        #[arg(long = "philips-float", short = 'p', value_enum, default_value_t = YesNo::Y)]
+        philips_float: YesNo,
         /// Worker threads for the heavy stages (default: all cores).
         #[arg(long)]
         workers: Option<u32>,
+        /// Never draw progress bars or progress lines.
         #[arg(long)]
         no_progress: bool,
     },
@@ -75,6 +95,12 @@ enum Format {
     Jpg,
     Png,
     Nifti,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum YesNo {
+    Y,
+    N,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,21 +125,18 @@ fn init_logging(quiet: bool) {
 }
 
 fn finish(outcome: Outcome) -> ExitCode {
-    match outcome {
-        Outcome::Ok => ExitCode::SUCCESS,
-        Outcome::Invalid(m) => {
-            eprintln!("{m}");
-            ExitCode::from(2)
-        }
-        Outcome::Failed(m) => {
-            eprintln!("error: run failed: {m}");
-            ExitCode::from(1)
-        }
+    match &outcome {
+        Outcome::Ok => {}
+        Outcome::Invalid(m) => eprintln!("{m}"),
+        Outcome::Failed(m) => eprintln!("error: run failed: {m}"),
+        Outcome::Partial(m) => eprintln!("error: {m}"),
+        Outcome::NothingConverted(m) => eprintln!("error: nothing was converted; {m}"),
+        Outcome::OutputUnwritable(m) => eprintln!("error: {m}"),
         Outcome::Interrupted => {
-            eprintln!("stopped: interrupted; items in flight were finished and outputs flushed");
-            ExitCode::from(130)
+            eprintln!("stopped: interrupted; items in flight were finished and outputs flushed")
         }
     }
+    ExitCode::from(outcome.exit_code())
 }
 
 fn progress(no_progress: bool, quiet: bool) -> Progress {
@@ -221,6 +244,9 @@ fn main() -> ExitCode {
                 out,
                 format,
                 plane,
+                compress,
+                name,
+                philips_float,
                 workers,
                 no_progress,
             } => {
@@ -239,8 +265,17 @@ fn main() -> ExitCode {
                         Plane::All => "all",
                     },
                     workers,
+                    compress: compress == YesNo::Y,
+                    name,
+                    philips_float: philips_float == YesNo::Y,
                 };
-                let file = convert::pipeline(&request)?;
+                if let Err(e) = convert::check_output(&request.out) {
+                    return Ok(Outcome::OutputUnwritable(format!("{e:#}")));
+                }
+                let file = match convert::pipeline(&request) {
+                    Ok(f) => f,
+                    Err(e) => return Ok(Outcome::Invalid(format!("error: {e:#}"))),
+                };
                 let registry = commands::registry(&sources, None)?;
                 let plan = match mindscan_engine::plan::build(&file, &registry, "convert", None) {
                     Ok(p) => p,

@@ -165,6 +165,8 @@ pub struct StageCounters {
 pub struct StageReport {
     pub id: String,
     pub stage: String,
+    /// `source`, `transform` or `sink`.
+    pub role: String,
     pub workers: usize,
     pub items_in: u64,
     pub items_out: u64,
@@ -183,11 +185,34 @@ pub struct RunReport {
     /// The error that stopped the run (a stage with `on_error: fail`).
     pub failure: Option<String>,
     pub stages: Vec<StageReport>,
+    /// Inputs that failed or were skipped, whatever `on_error` let the run do next (the first
+    /// [`MAX_LISTED_FAILURES`]; `total_errors` counts them all).
+    pub failed_inputs: Vec<FailedInput>,
 }
+
+/// One input (file, series, item) that did not make it through a stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedInput {
+    pub stage: String,
+    /// The input's source (file or folder) when known, else its item key.
+    pub input: String,
+    pub reason: String,
+}
+
+/// How many failed inputs a report lists (a run over a broken archive can have millions).
+pub const MAX_LISTED_FAILURES: usize = 10_000;
 
 impl RunReport {
     pub fn total_errors(&self) -> u64 {
         self.stages.iter().map(|s| s.errors).sum()
+    }
+    /// Items the sources produced.
+    pub fn items_produced(&self) -> u64 {
+        self.stages
+            .iter()
+            .filter(|s| s.role == Role::Source.as_str())
+            .map(|s| s.items_out)
+            .sum()
     }
 }
 
@@ -205,6 +230,7 @@ struct RunShared {
     /// unprocessed. Shared with the plugins' `is_cancelled`.
     host: Arc<HostServices>,
     failure: Mutex<Option<String>>,
+    failed_inputs: Mutex<Vec<FailedInput>>,
     dead_letter_path: std::path::PathBuf,
     dead_letter: Mutex<Option<File>>,
 }
@@ -359,6 +385,16 @@ fn handle_error(
     env: Option<&Envelope>,
 ) -> Status {
     stage.counters.errors.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut list = run.failed_inputs.lock().unwrap_or_else(|p| p.into_inner());
+        if list.len() < MAX_LISTED_FAILURES {
+            list.push(FailedInput {
+                stage: stage.id.clone(),
+                input: if source.is_empty() { key } else { source }.to_string(),
+                reason: message.to_string(),
+            });
+        }
+    }
     if let Some(root) = env.and_then(|e| e.root.as_ref()) {
         // `fail` stops the run because of this item: nothing was skipped, so the source may
         // process it again next time. `skip` / `dead_letter` settle it as failed.
@@ -447,6 +483,7 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<RunReport> {
         pipeline: plan.name.clone(),
         host: host.clone(),
         failure: Mutex::new(None),
+        failed_inputs: Mutex::new(Vec::new()),
         dead_letter_path: plan.dead_letter.clone(),
         dead_letter: Mutex::new(None),
     };
@@ -584,6 +621,7 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<RunReport> {
             StageReport {
                 id: rt.id.clone(),
                 stage: rt.type_name.clone(),
+                role: rt.role.as_str().to_string(),
                 workers: st.workers,
                 items_in: c.items_in.load(Ordering::Relaxed),
                 items_out: c.items_out.load(Ordering::Relaxed),
@@ -608,6 +646,9 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<RunReport> {
         cancelled: opts.cancel.load(Ordering::Relaxed) && failure.is_none(),
         failure,
         stages: reports,
+        failed_inputs: std::mem::take(
+            &mut *run.failed_inputs.lock().unwrap_or_else(|p| p.into_inner()),
+        ),
     })
 }
 

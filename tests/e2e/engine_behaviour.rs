@@ -152,7 +152,11 @@ fn panicking_plugin_with_skip_counts_errors_and_goes_on() {
             .arg("--metrics-json")
             .arg(&metrics),
     );
-    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("4 input(s) failed or were skipped"),
+        "{stderr}"
+    );
     let m = read_json(&metrics);
     let boom = stage(&m, "boom");
     assert_eq!(boom["errors"], 4, "{m}");
@@ -220,7 +224,8 @@ fn dead_letter_records_every_failed_item() {
     let dir = tempfile::tempdir().unwrap();
     let (p, report, dead) = panic_pipeline(dir.path(), "dead_letter");
     let (code, _, stderr) = output(mindscan().arg("run").arg(&p));
-    assert_eq!(code, Some(0), "{stderr}");
+    // The run went on past the failed items, and its status says some failed.
+    assert_eq!(code, Some(3), "{stderr}");
     assert_eq!(keys(&read_json(&report)), SURVIVORS);
     let text = std::fs::read_to_string(&dead).expect("dead-letter file written");
     let records: Vec<Value> = text
@@ -490,9 +495,14 @@ fn metrics_json_has_per_stage_counts() {
             .arg("--metrics-json")
             .arg(&metrics),
     );
-    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(code, Some(3), "one item failed: {stderr}");
     let m = read_json(&metrics);
     assert_eq!(m["pipeline"], "behaviour");
+    assert_eq!(m["failed_inputs"][0]["stage"], "pass", "{m}");
+    assert_eq!(
+        m["failed_inputs"][0]["input"], "synthetic/item-00000",
+        "{m}"
+    );
     assert_eq!(m["cancelled"], false);
     assert_eq!(m["failure"], Value::Null);
     let src = stage(&m, "src");

@@ -333,10 +333,17 @@ fn corrupt_file_is_dead_lettered_and_the_rest_converted() {
         ),
     )
     .unwrap();
-    let stderr = run_ok(mindscan().args(["run", "--no-progress"]).arg(&yaml));
+    let out = mindscan()
+        .args(["run", "--no-progress"])
+        .arg(&yaml)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "some inputs failed: {stderr}");
+    let summary = stderr.split("failed or were skipped:").nth(1).unwrap_or("");
     assert!(
-        stderr.contains("broken.nii.gz"),
-        "log names the file: {stderr}"
+        summary.contains("broken.nii.gz"),
+        "the closing summary names the file: {stderr}"
     );
     assert!(dir.path().join("out/good.nii.gz").is_file());
     assert!(!dir.path().join("out/broken.nii.gz").exists());

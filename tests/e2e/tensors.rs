@@ -290,7 +290,7 @@ fn an_item_of_another_shape_is_refused_by_name_and_the_rest_written() {
     let inputs = [data("nifti/anatomical.nii"), data("nifti/standard.nii.gz")];
     let p = pipeline(dir.path(), &inputs, "middle", None, &sink);
     let (code, stderr) = run(&p);
-    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(code, Some(3), "one item refused: {stderr}");
     let ix = index(&out);
     assert_eq!(ix["total_items"], 1);
     let kept = ix["shards"][0]["keys"][0].as_str().unwrap();

@@ -178,19 +178,40 @@ fn common_folder(series: &Series) -> PathBuf {
 }
 
 impl DicomRead {
-    fn scan(&self, ctx: &Context) -> Vec<Planned> {
+    /// The header pass. Unreadable files, named inputs that are not DICOM images and inputs
+    /// without any series are item errors (named, counted, and in the run's exit status);
+    /// `on_error` decides whether the run goes on.
+    fn scan(&self, ctx: &Context, out: &mut Emitter) -> Result<Vec<Planned>> {
         let rep = scan(&self.inputs);
         for s in &rep.skipped {
             ctx.debug(&format!("skipped {}: {}", s.path.display(), s.reason));
         }
         for e in &rep.errors {
-            ctx.warn(&format!("{e}"));
+            let input = e
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            out.item_error(&input, &input, &anyhow!("{e}"))?;
         }
         for w in &rep.warnings {
             ctx.warn(w);
         }
         if rep.series.is_empty() {
-            ctx.warn("no DICOM series found in the given paths");
+            if rep.errors.is_empty() {
+                for inp in &self.inputs {
+                    let input = inp.display().to_string();
+                    let skipped = rep
+                        .skipped
+                        .iter()
+                        .filter(|s| s.path.starts_with(inp))
+                        .count();
+                    out.item_error(
+                        &input,
+                        &input,
+                        &anyhow!("no DICOM series found ({skipped} file(s) skipped as not DICOM)"),
+                    )?;
+                }
+            }
         } else {
             let files: usize = rep.series.iter().map(Series::file_count).sum();
             ctx.info(&format!(
@@ -201,7 +222,7 @@ impl DicomRead {
             ));
         }
         // Same name for several series (e.g. split by echo): the 2nd gets `_2`, and so on.
-        plan_series(rep.series, &self.name)
+        Ok(plan_series(rep.series, &self.name))
     }
 
     fn load(&self, ctx: &Context, p: &Planned) -> Result<Item> {
@@ -310,7 +331,17 @@ impl Stage for DicomRead {
 
     fn produce(&self, ctx: &Context, out: &mut Emitter) -> Result<()> {
         // First pass, once for all workers: headers only.
-        let plan = self.plan.get_or_init(|| self.scan(ctx));
+        // The worker that runs the scan reports its errors; a cancelled run plans nothing.
+        let mut stopped = None;
+        let plan = self.plan.get_or_init(|| {
+            self.scan(ctx, out).unwrap_or_else(|e| {
+                stopped = Some(e);
+                Vec::new()
+            })
+        });
+        if let Some(e) = stopped {
+            return Err(e);
+        }
         // Second pass: one series at a time per worker.
         for p in plan
             .iter()

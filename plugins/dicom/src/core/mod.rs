@@ -107,6 +107,16 @@ impl std::fmt::Display for DicomError {
 
 impl std::error::Error for DicomError {}
 
+impl DicomError {
+    /// The file (or input) the error is about, when it is about one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            DicomError::Read { path, .. } | DicomError::Decode { path, .. } => Some(path),
+            DicomError::Series { .. } | DicomError::Invalid(_) => None,
+        }
+    }
+}
+
 pub type Result<T, E = DicomError> = std::result::Result<T, E>;
 
 /// A file that was passed over during the scan.

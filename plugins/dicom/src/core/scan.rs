@@ -315,12 +315,23 @@ fn norm(a: [f64; 3]) -> f64 {
 
 /// Scan inputs (files, folders recursively, glob patterns): header-only pass,
 /// grouping and sorting. Never fails: problems are reported in the report.
+/// A file named as an input that is not a DICOM image is an error (the user meant it); one
+/// found while walking a folder is skipped quietly.
 pub fn scan(inputs: &[PathBuf]) -> ScanReport {
     let mut rep = ScanReport::default();
     let files = expand(inputs, &mut rep.skipped, &mut rep.errors);
     let outcomes: Vec<(PathBuf, Outcome)> = files
         .par_iter()
-        .map(|p| (p.clone(), read_header(p)))
+        .map(|p| {
+            let o = match read_header(p) {
+                Outcome::Skip(reason) if inputs.contains(p) => Outcome::Err(DicomError::Read {
+                    path: p.clone(),
+                    message: reason,
+                }),
+                o => o,
+            };
+            (p.clone(), o)
+        })
         .collect();
     assemble(rep, outcomes)
 }

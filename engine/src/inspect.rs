@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Result;
-use mindscan_plugin_nifti::format::read_nifti;
+use mindscan_plugin_nifti::format::read_nifti_header;
 
 fn is_nifti(p: &Path) -> bool {
     let n = p.to_string_lossy().to_ascii_lowercase();
@@ -46,8 +46,9 @@ fn axcodes(a: &[[f64; 4]; 4]) -> String {
     out
 }
 
+/// The header only: no voxel is read or inflated, so a huge (or truncated) file prints at once.
 fn inspect_nifti(path: &Path) -> Result<String> {
-    let v = read_nifti(path)?;
+    let v = read_nifti_header(path)?;
     let mut s = String::new();
     writeln!(s, "file:        {}", path.display())?;
     writeln!(

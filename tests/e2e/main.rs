@@ -4,6 +4,7 @@ mod augment;
 mod dicom;
 mod diffusion;
 mod engine_behaviour;
+mod hardening;
 mod nifti_jpg;
 mod plugins_dynamic;
 mod tensors;

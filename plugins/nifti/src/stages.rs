@@ -18,16 +18,30 @@ pub struct ReadParams {
     /// Apply scl_slope/scl_inter (values become float32, like nibabel's get_fdata).
     #[serde(default = "yes")]
     pub apply_scaling: bool,
+    /// Memory budget per file: the most bytes of voxel data (dims x bitpix, as the header
+    /// claims) one volume may hold. A file claiming more is an item error, refused before
+    /// anything is allocated or inflated (a small .nii.gz can claim gigabytes). Default 2 GiB.
+    #[serde(default = "default_max_bytes")]
+    #[schemars(range(min = 1))]
+    pub max_bytes: u64,
 }
 
 fn yes() -> bool {
     true
 }
 
+/// Default `max_bytes`: 2 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
+
+fn default_max_bytes() -> u64 {
+    DEFAULT_MAX_BYTES
+}
+
 /// Reads NIfTI-1 and NIfTI-2 volumes (.nii, .nii.gz).
 pub struct NiftiRead {
     files: Vec<PathBuf>,
     apply_scaling: bool,
+    options: format::ReadOptions,
 }
 
 /// File name without `.nii` / `.nii.gz`.
@@ -144,6 +158,18 @@ fn rgb_tensor(flat: Vec<u8>, dims: &[usize], c: usize, shape: &mut Vec<usize>) -
     Tensor::from_vec_strided(flat, shape, &channels_last_strides(dims, c))
 }
 
+/// A read error; one over the memory budget also says how to raise it for this stage.
+fn over_budget_hint(e: format::NiftiError, stage_id: &str) -> anyhow::Error {
+    if matches!(e.kind, format::NiftiErrorKind::OverBudget { .. }) {
+        anyhow::anyhow!(
+            "{e} (nifti.read parameter `max_bytes`, in bytes: e.g. \
+             --set {stage_id}.max_bytes=8589934592)"
+        )
+    } else {
+        e.into()
+    }
+}
+
 impl Stage for NiftiRead {
     type Params = ReadParams;
     const NAME: &'static str = "nifti.read";
@@ -155,9 +181,15 @@ impl Stage for NiftiRead {
 
     fn new(p: ReadParams, _host: &Host) -> Result<Self> {
         let files = expand_inputs(&p.paths, is_nifti)?;
+        if p.max_bytes == 0 {
+            bail!("max_bytes must be at least 1");
+        }
         Ok(NiftiRead {
             files,
             apply_scaling: p.apply_scaling,
+            options: format::ReadOptions {
+                max_bytes: Some(p.max_bytes),
+            },
         })
     }
 
@@ -179,8 +211,8 @@ impl Stage for NiftiRead {
             // Read only when the pipeline has room for one more volume (max_in_flight).
             out.wait_ready()?;
             let key = path.display().to_string();
-            match format::read_nifti(path)
-                .map_err(anyhow::Error::from)
+            match format::read_nifti_with(path, &self.options)
+                .map_err(|e| over_budget_hint(e, ctx.stage_id()))
                 .and_then(|v| volume_item(path, v, self.apply_scaling))
             {
                 Ok(item) => out.emit(item)?,

@@ -35,6 +35,12 @@ pub enum NiftiErrorKind {
     InvalidDims(String),
     /// Unknown or unsupported datatype code.
     UnsupportedDatatype(i16),
+    /// The header claims more voxel data than the reader's memory budget (`max_bytes`) allows.
+    OverBudget {
+        dims: Vec<usize>,
+        claimed: u64,
+        max_bytes: u64,
+    },
     /// Anything else that makes the header or the request unusable.
     Invalid(String),
 }
@@ -75,6 +81,15 @@ impl fmt::Display for NiftiErrorKind {
             ),
             Self::InvalidDims(why) => write!(f, "invalid dims: {why}"),
             Self::UnsupportedDatatype(code) => write!(f, "unsupported datatype code {code}"),
+            Self::OverBudget {
+                dims,
+                claimed,
+                max_bytes,
+            } => write!(
+                f,
+                "header claims dims {dims:?} = {claimed} bytes of voxel data, over the memory \
+                 budget max_bytes = {max_bytes}; raise max_bytes to read it"
+            ),
             Self::Invalid(why) => write!(f, "{why}"),
         }
     }

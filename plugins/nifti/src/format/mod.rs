@@ -58,6 +58,6 @@ pub use affine::{QformParams, fallback_affine, qform_from_affine, qform_to_affin
 pub use error::{NiftiError, NiftiErrorKind};
 #[doc(hidden)]
 pub use float128::{f64_to_binary128_le, f64_to_x87_le};
-pub use read::read_nifti;
+pub use read::{ReadOptions, read_nifti, read_nifti_header, read_nifti_with};
 pub use types::{NiftiVolume, VoxelData, datatype};
 pub use write::{OutputDatatype, WriteOptions, write_nifti, write_nifti_with};

@@ -100,15 +100,106 @@ impl DType {
     }
 }
 
+/// How [`read_nifti_with`] reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Memory budget: the most bytes of voxel data (dims x bitpix, as the header claims) a file
+    /// may hold. Checked before anything is allocated or inflated; `None` = no budget.
+    pub max_bytes: Option<u64>,
+}
+
 /// Read a `.nii` / `.nii.gz` file (NIfTI-1 or NIfTI-2, either byte order).
 ///
 /// gzip is recognised by its magic bytes whatever the file is called. Errors name the
-/// file and the reason; malformed input never panics.
+/// file and the reason; malformed input never panics. No memory budget: see
+/// [`read_nifti_with`].
 pub fn read_nifti(path: &Path) -> Result<NiftiVolume, NiftiError> {
-    read_inner(path).map_err(|kind| NiftiError::new(path, kind))
+    read_nifti_with(path, &ReadOptions::default())
 }
 
-fn read_inner(path: &Path) -> Result<NiftiVolume, K> {
+/// [`read_nifti`] with options (a memory budget).
+pub fn read_nifti_with(path: &Path, opts: &ReadOptions) -> Result<NiftiVolume, NiftiError> {
+    read_inner(path, opts).map_err(|kind| NiftiError::new(path, kind))
+}
+
+/// The header of a `.nii` / `.nii.gz` file, without reading (or inflating) its voxels: the
+/// volume's `data` is empty, of the variant the voxels would have (`F64` for float128, `C128`
+/// for complex256); every other field is as [`read_nifti`] gives it. The dims are validated
+/// (no overflow), but whether the file really holds that much data is not checked.
+pub fn read_nifti_header(path: &Path) -> Result<NiftiVolume, NiftiError> {
+    header_inner(path).map_err(|kind| NiftiError::new(path, kind))
+}
+
+fn header_inner(path: &Path) -> Result<NiftiVolume, K> {
+    let file = File::open(path).map_err(|e| K::Io("cannot open", e))?;
+    let mut reader = io::BufReader::new(file);
+    let mut magic = [0u8; 2];
+    let (n, err) = read_full(&mut reader, &mut magic);
+    if let Some(e) = err {
+        return Err(K::Io("cannot read", e));
+    }
+    reader
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| K::Io("cannot read", e))?;
+    let mut hbuf = [0u8; NI2_HDR];
+    let got = if n == 2 && magic == [0x1f, 0x8b] {
+        let mut dec = MultiGzDecoder::new(reader);
+        let (got, err) = read_full(&mut dec, &mut hbuf[..4]);
+        if let Some(e) = err {
+            return Err(header_gzip_error(e, got));
+        }
+        let hsize = header_size(&hbuf[..got])?;
+        let (more, err) = read_full(&mut dec, &mut hbuf[4..hsize]);
+        if let Some(e) = err {
+            return Err(header_gzip_error(e, 4 + more));
+        }
+        4 + more
+    } else {
+        let (got, err) = read_full(&mut reader, &mut hbuf);
+        if let Some(e) = err {
+            return Err(K::Io("cannot read", e));
+        }
+        got
+    };
+    let hdr = parse_header(&hbuf[..got])?;
+    let layout = Layout::new(&hdr)?;
+    let data = empty_data(layout.dtype);
+    Ok(build_volume(hdr, layout, data))
+}
+
+/// No voxels, of the variant [`read_data`] would fill for `dtype`.
+fn empty_data(dtype: DType) -> VoxelData {
+    match dtype {
+        DType::U8 => VoxelData::U8(Vec::new()),
+        DType::I8 => VoxelData::I8(Vec::new()),
+        DType::U16 => VoxelData::U16(Vec::new()),
+        DType::I16 => VoxelData::I16(Vec::new()),
+        DType::U32 => VoxelData::U32(Vec::new()),
+        DType::I32 => VoxelData::I32(Vec::new()),
+        DType::U64 => VoxelData::U64(Vec::new()),
+        DType::I64 => VoxelData::I64(Vec::new()),
+        DType::F32 => VoxelData::F32(Vec::new()),
+        DType::F64 | DType::F128 => VoxelData::F64(Vec::new()),
+        DType::C64 => VoxelData::C64(Vec::new()),
+        DType::C128 | DType::C256 => VoxelData::C128(Vec::new()),
+        DType::Rgb24 => VoxelData::Rgb24(Vec::new()),
+        DType::Rgba32 => VoxelData::Rgba32(Vec::new()),
+    }
+}
+
+/// Refuses a header whose voxel data would exceed the budget, before anything is allocated.
+fn check_budget(layout: &Layout, opts: &ReadOptions) -> Result<(), K> {
+    match opts.max_bytes {
+        Some(max_bytes) if layout.nbytes > max_bytes => Err(K::OverBudget {
+            dims: layout.dims.clone(),
+            claimed: layout.nbytes,
+            max_bytes,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn read_inner(path: &Path, opts: &ReadOptions) -> Result<NiftiVolume, K> {
     let mut file = File::open(path).map_err(|e| K::Io("cannot open", e))?;
     let mut magic = [0u8; 2];
     let (n, err) = read_full(&mut file, &mut magic);
@@ -121,12 +212,12 @@ fn read_inner(path: &Path) -> Result<NiftiVolume, K> {
             file.seek(SeekFrom::Start(0))
                 .and_then(|_| file.read_to_end(compressed))
                 .map_err(|e| K::Io("cannot read", e))?;
-            read_gzip(compressed)
+            read_gzip(compressed, opts)
         })
     } else {
         file.seek(SeekFrom::Start(0))
             .map_err(|e| K::Io("cannot read", e))?;
-        read_plain(file)
+        read_plain(file, opts)
     }
 }
 
@@ -174,7 +265,7 @@ fn gzip_error(e: io::Error, expected: u64, got: u64) -> K {
     }
 }
 
-fn read_gzip(compressed: &[u8]) -> Result<NiftiVolume, K> {
+fn read_gzip(compressed: &[u8], opts: &ReadOptions) -> Result<NiftiVolume, K> {
     let mut dec = MultiGzDecoder::new(compressed);
 
     // Header: 4 bytes tell the size, then the rest.
@@ -190,6 +281,7 @@ fn read_gzip(compressed: &[u8]) -> Result<NiftiVolume, K> {
     }
     let hdr = parse_header(&hbuf[..4 + more])?;
     let layout = Layout::new(&hdr)?;
+    check_budget(&layout, opts)?;
 
     let max_possible = (compressed.len() as u64)
         .saturating_mul(MAX_DEFLATE_RATIO)
@@ -295,7 +387,7 @@ fn header_gzip_error(e: io::Error, got: usize) -> K {
     }
 }
 
-fn read_plain(mut file: File) -> Result<NiftiVolume, K> {
+fn read_plain(mut file: File, opts: &ReadOptions) -> Result<NiftiVolume, K> {
     let file_len = file.metadata().map_err(|e| K::Io("cannot stat", e))?.len();
     let mut hbuf = [0u8; NI2_HDR];
     let want = (file_len.min(NI2_HDR as u64)) as usize;
@@ -305,6 +397,7 @@ fn read_plain(mut file: File) -> Result<NiftiVolume, K> {
     }
     let hdr = parse_header(&hbuf[..got])?;
     let layout = Layout::new(&hdr)?;
+    check_budget(&layout, opts)?;
     if file_len < layout.data_end() {
         return Err(K::DataTooShort {
             expected: layout.nbytes,

@@ -1,0 +1,125 @@
+//! Hostile or absurd inputs through the real binary: headers that claim far more data than the
+//! file holds (memory budget, header-only inspect), voxel sizes that would make giant slices,
+//! and stages that run past their time limit.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use mindscan_e2e::{mindscan, output};
+
+/// Incompressible bytes (xorshift), so their gzip is about as large as they are.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A hand-written NIfTI-1 header (u8 voxels, 1 mm, no transform codes) claiming `dims`,
+/// followed by `data` (however little), gzip-compressed into `dir/name`.
+fn lying_nii_gz(dir: &Path, name: &str, dims: [i16; 3], data: &[u8]) -> PathBuf {
+    let mut h = vec![0u8; 352];
+    h[0..4].copy_from_slice(&348i32.to_le_bytes());
+    let dim = [3i16, dims[0], dims[1], dims[2], 1, 1, 1, 1];
+    for (i, d) in dim.iter().enumerate() {
+        h[40 + 2 * i..42 + 2 * i].copy_from_slice(&d.to_le_bytes());
+    }
+    h[70..72].copy_from_slice(&2i16.to_le_bytes()); // datatype uint8
+    h[72..74].copy_from_slice(&8i16.to_le_bytes()); // bitpix
+    for i in 0..4 {
+        h[76 + 4 * i..80 + 4 * i].copy_from_slice(&1f32.to_le_bytes());
+    }
+    h[108..112].copy_from_slice(&352f32.to_le_bytes()); // vox_offset
+    h[344..348].copy_from_slice(b"n+1\0");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&h).unwrap();
+    enc.write_all(data).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, enc.finish().unwrap()).unwrap();
+    path
+}
+
+/// `read` (nifti.read, on_error: skip, `read_params` added) -> `save` (nifti.write).
+fn read_write_pipeline(dir: &Path, input: &Path, read_params: &str) -> PathBuf {
+    let yaml = dir.join("p.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "pipeline: t\nstages:\n  - {{id: read, use: nifti.read, on_error: skip, \
+             params: {{paths: [{}]{read_params}}}}}\n  \
+             - {{id: save, use: nifti.write, inputs: [read], params: {{out: {}}}}}\n",
+            serde_json::to_string(&input.display().to_string()).unwrap(),
+            serde_json::to_string(&dir.join("out").display().to_string()).unwrap(),
+        ),
+    )
+    .unwrap();
+    yaml
+}
+
+/// A 2.4 MB .nii.gz claiming 2.5 GiB is within deflate's ratio (it could inflate that far), so
+/// only the memory budget stops it: the default 2 GiB refuses it by the header's claim, and the
+/// summary names the file, the claim and how to raise `max_bytes`.
+#[test]
+fn a_decompression_bomb_over_the_default_budget_is_an_item_error_naming_max_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = lying_nii_gz(
+        dir.path(),
+        "bomb.nii.gz",
+        [1024, 1024, 2560],
+        &noise(2_400_000),
+    );
+    let yaml = read_write_pipeline(dir.path(), &bomb, "");
+    let (code, _, stderr) = output(mindscan().args(["run", "--no-progress"]).arg(&yaml));
+    assert_eq!(code, Some(4), "nothing went through: {stderr}");
+    let claimed = (1024u64 * 1024 * 2560).to_string();
+    for needle in [
+        "bomb.nii.gz",
+        &*claimed,
+        "max_bytes",
+        "--set read.max_bytes=",
+    ] {
+        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `--set read.max_bytes=N` reaches the stage: a 64 KiB volume read fine by default is refused
+/// under a 1000-byte budget.
+#[test]
+fn max_bytes_is_set_per_stage_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = lying_nii_gz(
+        dir.path(),
+        "small.nii.gz",
+        [64, 64, 16],
+        &noise(64 * 64 * 16),
+    );
+    let yaml = read_write_pipeline(dir.path(), &small, "");
+    let (code, _, stderr) = output(mindscan().args(["run", "--no-progress"]).arg(&yaml));
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) = output(
+        mindscan()
+            .args(["run", "--no-progress", "--set", "read.max_bytes=1000"])
+            .arg(&yaml),
+    );
+    assert_eq!(code, Some(4), "{stderr}");
+    for needle in ["small.nii.gz", "65536", "max_bytes = 1000"] {
+        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    }
+}
+
+/// `inspect` reads the header only: a file claiming 4 GiB that holds 100 voxels prints its dims.
+#[test]
+fn inspect_prints_the_header_of_a_huge_truncated_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = lying_nii_gz(dir.path(), "huge.nii.gz", [2048, 2048, 1024], &[9; 100]);
+    let (code, stdout, stderr) = output(mindscan().arg("inspect").arg(&huge));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("[2048, 2048, 1024]"), "{stdout}");
+    assert!(stdout.contains("uint8"), "{stdout}");
+}

@@ -123,3 +123,48 @@ fn inspect_prints_the_header_of_a_huge_truncated_volume() {
     assert!(stdout.contains("[2048, 2048, 1024]"), "{stdout}");
     assert!(stdout.contains("uint8"), "{stdout}");
 }
+
+/// A volume whose affine claims a 1e30 mm voxel beside a sound one, through
+/// nifti.read -> volume.slice (on_error: skip) -> image.write: the absurd one is an item error
+/// naming its file and the spacing (no capacity-overflow panic), the sound one is written, and
+/// the run ends with status 3.
+#[test]
+fn a_1e30_voxel_size_is_an_item_error_of_volume_slice_not_a_panic() {
+    use mindscan_plugin_nifti::format::{NiftiVolume, VoxelData, write_nifti};
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let diag = |x: f64| {
+        let mut a = [[0.0; 4]; 4];
+        a[0][0] = x;
+        a[1][1] = 1.0;
+        a[2][2] = 1.0;
+        a[3][3] = 1.0;
+        a
+    };
+    let voxels: Vec<u8> = (0..4 * 5 * 6).map(|v| v as u8).collect();
+    for (name, size) in [("absurd.nii", 1e30), ("sound.nii", 1.0)] {
+        let vol = NiftiVolume::from_data(vec![4, 5, 6], VoxelData::U8(voxels.clone()), diag(size));
+        write_nifti(&inputs.join(name), &vol).unwrap();
+    }
+    let yaml = dir.path().join("p.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "pipeline: t\nstages:\n  - {{id: read, use: nifti.read, params: {{paths: [{}]}}}}\n  \
+             - {{id: cut, use: volume.slice, inputs: [read], on_error: skip, params: {{plane: all}}}}\n  \
+             - {{id: save, use: image.write, inputs: [cut], params: {{out: {}, format: png}}}}\n",
+            serde_json::to_string(&inputs.display().to_string()).unwrap(),
+            serde_json::to_string(&dir.path().join("out").display().to_string()).unwrap(),
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = output(mindscan().args(["run", "--no-progress"]).arg(&yaml));
+    assert_eq!(code, Some(3), "the sound volume went through: {stderr}");
+    assert!(!stderr.contains("panic"), "{stderr}");
+    assert!(!stderr.contains("capacity overflow"), "{stderr}");
+    for needle in ["absurd.nii", "absurd voxel size", "1.000e30"] {
+        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    }
+    assert!(dir.path().join("out/sound").is_dir(), "{stderr}");
+}

@@ -413,8 +413,11 @@ fn anisotropic_voxels_give_square_pixels() {
 
 #[test]
 fn isotropic_is_exact_copy_and_geometry_rules() {
-    assert_eq!(square_pixel_geometry(10, 20, 0.7, 0.7), (10, 20, 0.7, 0.7));
-    let (r, c, sr, sc) = square_pixel_geometry(10, 20, 1.5, 1.0);
+    assert_eq!(
+        square_pixel_geometry(10, 20, 0.7, 0.7),
+        Some((10, 20, 0.7, 0.7))
+    );
+    let (r, c, sr, sc) = square_pixel_geometry(10, 20, 1.5, 1.0).unwrap();
     assert_eq!((r, c), (15, 20));
     assert_eq!((sr, sc), (1.0, 1.0));
     let img: Vec<f32> = (0..12).map(|v| v as f32 * 1.5).collect();
@@ -422,4 +425,44 @@ fn isotropic_is_exact_copy_and_geometry_rules() {
     // 2x upsampling of a linear ramp stays monotone and keeps the end values.
     let up = resample_bilinear(&[0.0, 10.0], 1, 2, 1, 4);
     assert_eq!(up, vec![0.0, 2.5, 7.5, 10.0]);
+}
+
+/// A voxel size of 1e30 mm beside 1 mm would resample to a slice 10^31 pixels tall: refused,
+/// as are spacings that are not finite and positive; a long side within the bound is fine.
+#[test]
+fn absurd_spacings_give_no_geometry_instead_of_a_giant_slice() {
+    assert_eq!(square_pixel_geometry(10, 20, 1e30, 1.0), None);
+    assert_eq!(square_pixel_geometry(10, 20, 1.0, 1e30), None);
+    assert_eq!(square_pixel_geometry(10, 20, f64::NAN, 1.0), None);
+    assert_eq!(square_pixel_geometry(10, 20, f64::INFINITY, 1.0), None);
+    assert_eq!(square_pixel_geometry(10, 20, 0.0, 1.0), None);
+    assert_eq!(square_pixel_geometry(10, 20, -1.0, 1.0), None);
+    let (r, c, _, _) = square_pixel_geometry(16, 20, 1024.0, 1.0).unwrap();
+    assert_eq!((r, c), (16384, 20));
+    assert_eq!(square_pixel_geometry(17, 20, 1024.0, 1.0), None);
+}
+
+/// Through the slicer: an affine with a 1e30 mm voxel is an error naming the spacing, not a
+/// capacity-overflow panic.
+#[test]
+fn slicing_a_volume_with_a_1e30_voxel_size_is_an_error_naming_the_spacing() {
+    let data = ras_volume([4, 5, 6]);
+    let mut affine: Affine = [[0.0; 4]; 4];
+    affine[0][0] = 1e30;
+    affine[1][1] = 1.0;
+    affine[2][2] = 1.0;
+    affine[3][3] = 1.0;
+    let view = CanonicalView::new(&data[..], [4, 5, 6], 1, &affine).unwrap();
+    let msg = match extract_slice_typed(&view, Plane::Axial, 0, 0, &SliceOptions::default()) {
+        Ok(s) => panic!("a 1e30 mm voxel sliced into {} x {}", s.rows, s.cols),
+        Err(e) => e.to_string(),
+    };
+    assert!(msg.contains("1.000e30") && msg.contains("axial"), "{msg}");
+    // Without square pixels nothing is resampled, so the native slice is fine.
+    let opts = SliceOptions {
+        square_pixels: false,
+        ..SliceOptions::default()
+    };
+    let s = extract_slice_typed(&view, Plane::Axial, 0, 0, &opts).unwrap();
+    assert_eq!((s.rows, s.cols), (5, 4));
 }

@@ -50,7 +50,20 @@ pub enum SliceError {
     FrameOutOfRange { frame: usize, count: usize },
     /// A range selection with `step == 0`.
     ZeroStep,
+    /// In-plane voxel sizes that are not finite and positive, or whose square-pixel
+    /// resampling would make a slice side longer than [`MAX_RESAMPLED_SIDE`] pixels.
+    AbsurdSpacing {
+        plane: Plane,
+        rows: usize,
+        cols: usize,
+        spacing_row: f64,
+        spacing_col: f64,
+    },
 }
+
+/// The longest side (pixels) square-pixel resampling may give a slice, unless the native
+/// slice is already that long: anything beyond comes from an absurd voxel size, not a scan.
+pub const MAX_RESAMPLED_SIDE: usize = 16384;
 
 impl fmt::Display for SliceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -62,6 +75,20 @@ impl fmt::Display for SliceError {
                 write!(f, "frame {frame} out of range (0..{count})")
             }
             SliceError::ZeroStep => write!(f, "slice range step must be > 0"),
+            SliceError::AbsurdSpacing {
+                plane,
+                rows,
+                cols,
+                spacing_row,
+                spacing_col,
+            } => write!(
+                f,
+                "absurd voxel size for {} slices of {rows} x {cols} pixels: spacing \
+                 {spacing_row:.3e} x {spacing_col:.3e} mm (must be finite and positive, and \
+                 square pixels at most {MAX_RESAMPLED_SIDE} pixels a side); check the \
+                 affine / PixelSpacing / SliceThickness, or set square_pixels: false",
+                plane.name()
+            ),
         }
     }
 }
@@ -154,10 +181,19 @@ impl Plane {
 
     /// Output `(rows, cols, spacing_row, spacing_col)` after square-pixel resampling
     /// (identical to the native values when in-plane spacing is isotropic).
-    pub fn output_geometry<T: Copy>(self, view: &CanonicalView<'_, T>) -> (usize, usize, f64, f64) {
+    pub fn output_geometry<T: Copy>(
+        self,
+        view: &CanonicalView<'_, T>,
+    ) -> Result<(usize, usize, f64, f64), SliceError> {
         let (rows, cols) = self.native_shape(view);
         let (sr, sc) = self.native_spacing(view);
-        square_pixel_geometry(rows, cols, sr, sc)
+        square_pixel_geometry(rows, cols, sr, sc).ok_or(SliceError::AbsurdSpacing {
+            plane: self,
+            rows,
+            cols,
+            spacing_row: sr,
+            spacing_col: sc,
+        })
     }
 }
 
@@ -166,24 +202,35 @@ impl Plane {
 /// When `sr` and `sc` differ (relative difference > 1e-6), both axes are put on
 /// the smaller spacing: `n' = max(1, round(n * s / min))`. The returned spacings
 /// are the actual ones (`n * s / n'`), which equal `min` up to rounding of `n'`.
+///
+/// `None` when a spacing is not finite and positive, or when a resampled side would exceed
+/// [`MAX_RESAMPLED_SIDE`] (and the native side): a voxel size of 1e30 mm beside 1 mm would
+/// otherwise ask for a slice of 10^30 pixels.
 pub fn square_pixel_geometry(
     rows: usize,
     cols: usize,
     sr: f64,
     sc: f64,
-) -> (usize, usize, f64, f64) {
-    let m = sr.min(sc);
-    if m.is_nan() || m <= 0.0 || (sr - sc).abs() <= 1e-6 * sr.max(sc) {
-        return (rows, cols, sr, sc);
+) -> Option<(usize, usize, f64, f64)> {
+    if !(sr.is_finite() && sc.is_finite() && sr > 0.0 && sc > 0.0) {
+        return None;
     }
-    let out = |n: usize, s: f64| ((n as f64 * s / m).round() as usize).max(1);
-    let (r2, c2) = (out(rows, sr), out(cols, sc));
-    (
+    let m = sr.min(sc);
+    if (sr - sc).abs() <= 1e-6 * sr.max(sc) {
+        return Some((rows, cols, sr, sc));
+    }
+    let out = |n: usize, s: f64| {
+        let side = (n as f64 * s / m).round().max(1.0);
+        // Compared as f64: the cast saturates, so a huge side must be caught before it.
+        (side <= MAX_RESAMPLED_SIDE.max(n) as f64).then_some(side as usize)
+    };
+    let (r2, c2) = (out(rows, sr)?, out(cols, sc)?);
+    Some((
         r2,
         c2,
         rows as f64 * sr / r2 as f64,
         cols as f64 * sc / c2 as f64,
-    )
+    ))
 }
 
 /// Options for [`extract_slice`].
@@ -360,15 +407,16 @@ pub fn extract_slice_typed<T: Voxel>(
     opts: &SliceOptions,
 ) -> Result<Slice2D<SlicePixels<T>>, SliceError> {
     let (rows, cols) = plane.native_shape(view);
+    // Checked before the native slice is cut, so an absurd spacing costs nothing.
+    let (r2, c2, sr2, sc2) = if opts.square_pixels {
+        plane.output_geometry(view)?
+    } else {
+        let (sr, sc) = plane.native_spacing(view);
+        (rows, cols, sr, sc)
+    };
     // Every element is overwritten by extract_native_into.
     let mut native = vec![view.data()[0]; rows * cols];
     extract_native_into(view, plane, index, frame, opts.radiological, &mut native)?;
-    let (sr, sc) = plane.native_spacing(view);
-    let (r2, c2, sr2, sc2) = if opts.square_pixels {
-        square_pixel_geometry(rows, cols, sr, sc)
-    } else {
-        (rows, cols, sr, sc)
-    };
     let data = if (r2, c2) == (rows, cols) {
         SlicePixels::Native(native)
     } else {

@@ -275,33 +275,41 @@ pub(crate) struct PhilipsSidecar {
 
 pub(crate) fn sidecar(m: &SeriesMeta, x: &SidecarExtra, opts: &DeidOptions) -> Map<String, Value> {
     let mut j = Map::new();
-    let mut put = |k: &str, v: Option<Value>| {
+    fn put_in(j: &mut Map<String, Value>, k: &str, v: Option<Value>) {
         if let Some(v) = v {
             j.insert(k.to_string(), v);
         }
-    };
+    }
+    macro_rules! put {
+        ($k:expr, $v:expr $(,)?) => {
+            put_in(&mut j, $k, $v)
+        };
+    }
     let s = |v: &Option<String>| v.as_ref().map(|s| json!(s));
     let f = |v: Option<f64>| v.map(|x| json!(x));
-    put("Modality", s(&m.modality));
-    put("MagneticFieldStrength", f(m.field_strength));
-    put("ImagingFrequency", f(m.imaging_frequency));
-    put(
+    put!("Modality", s(&m.modality));
+    put!("MagneticFieldStrength", f(m.field_strength));
+    put!("ImagingFrequency", f(m.imaging_frequency));
+    for (k, v) in &m.acquisition {
+        put!(k, Some(v.clone()));
+    }
+    put!(
         "Manufacturer",
         m.manufacturer
             .as_deref()
             .map(|v| json!(normalize_manufacturer(v))),
     );
-    put("ManufacturersModelName", s(&m.model));
-    put("BodyPartExamined", s(&m.body_part));
-    put("PatientPosition", s(&m.patient_position));
-    put("SoftwareVersions", s(&m.software_versions));
-    put("MRAcquisitionType", s(&m.mr_acquisition_type));
-    put("SeriesDescription", s(&m.series_description));
-    put("ProtocolName", s(&m.protocol));
-    put("ScanningSequence", s(&m.scanning_sequence));
-    put("SequenceVariant", s(&m.sequence_variant));
-    put("ScanOptions", s(&m.scan_options));
-    put("SequenceName", s(&m.sequence_name));
+    put!("ManufacturersModelName", s(&m.model));
+
+    put!("PatientPosition", s(&m.patient_position));
+    put!("SoftwareVersions", s(&m.software_versions));
+    put!("MRAcquisitionType", s(&m.mr_acquisition_type));
+    put!("SeriesDescription", s(&m.series_description));
+    put!("ProtocolName", s(&m.protocol));
+    put!("ScanningSequence", s(&m.scanning_sequence));
+    put!("SequenceVariant", s(&m.sequence_variant));
+    put!("ScanOptions", s(&m.scan_options));
+    put!("SequenceName", s(&m.sequence_name));
     if !m.image_type.is_empty() {
         // As dcm2niix: values split on '_' and the image class appended.
         let mut it: Vec<String> = m
@@ -314,25 +322,25 @@ pub(crate) fn sidecar(m: &SeriesMeta, x: &SidecarExtra, opts: &DeidOptions) -> M
         if !it.contains(&class) {
             it.push(class);
         }
-        put("ImageType", Some(json!(it)));
+        put!("ImageType", Some(json!(it)));
     }
-    put("SeriesNumber", m.series_number.map(|v| json!(v)));
-    put("AcquisitionNumber", m.acquisition_number.map(|v| json!(v)));
-    put("SliceThickness", f(m.slice_thickness));
-    put("SpacingBetweenSlices", f(m.spacing_between_slices));
-    put("EchoNumber", m.echo_number.map(|v| json!(v)));
-    put("EchoTime", f(m.echo_time_ms.map(|v| v / 1000.0)));
-    put("RepetitionTime", f(x.repetition_time_s));
-    put(
+    put!("SeriesNumber", m.series_number.map(|v| json!(v)));
+    put!("AcquisitionNumber", m.acquisition_number.map(|v| json!(v)));
+    put!("SliceThickness", f(m.slice_thickness));
+    put!("SpacingBetweenSlices", f(m.spacing_between_slices));
+    put!("EchoNumber", m.echo_number.map(|v| json!(v)));
+    put!("EchoTime", f(m.echo_time_ms.map(|v| v / 1000.0)));
+    put!("RepetitionTime", f(x.repetition_time_s));
+    put!(
         "RepetitionTimeExcitation",
         f(x.repetition_time_excitation_s),
     );
-    put(
+    put!(
         "InversionTime",
         f(m.inversion_time_ms.filter(|v| *v > 0.0).map(|v| v / 1000.0)),
     );
-    put("FlipAngle", f(m.flip_angle));
-    put("PixelBandwidth", f(m.pixel_bandwidth));
+    put!("FlipAngle", f(m.flip_angle));
+    put!("PixelBandwidth", f(m.pixel_bandwidth));
     let pe_col = m
         .inplane_pe_dir
         .as_deref()
@@ -347,66 +355,71 @@ pub(crate) fn sidecar(m: &SeriesMeta, x: &SidecarExtra, opts: &DeidOptions) -> M
         // Some vendors fill the other phase entry; fall back to the non-zero one.
         let pe = if pe > 0 { pe } else { a[2].max(a[3]) };
         if pe > 0 {
-            put("AcquisitionMatrixPE", Some(json!(pe)));
+            put!("AcquisitionMatrixPE", Some(json!(pe)));
         }
     } else if let Some(pe) = m.pe_steps_in_plane.filter(|v| *v > 0) {
-        put("AcquisitionMatrixPE", Some(json!(pe)));
+        put!("AcquisitionMatrixPE", Some(json!(pe)));
     }
     if let Some(col) = pe_col {
-        put(
+        put!(
             "ReconMatrixPE",
             Some(json!(if col { x.recon_rows } else { x.recon_cols })),
         );
-        put(
+        put!(
             "PhaseEncodingAxis",
             Some(json!(if col { "j" } else { "i" })),
         );
-        put(
+        put!(
             "InPlanePhaseEncodingDirectionDICOM",
             Some(json!(if col { "COL" } else { "ROW" })),
         );
     }
     if let Some((slope, inter)) = m.philips_rwv {
-        put("PhilipsRWVSlope", f(Some(slope)));
-        put("PhilipsRWVIntercept", f(Some(inter)));
+        put!("PhilipsRWVSlope", f(Some(slope)));
+        put!("PhilipsRWVIntercept", f(Some(inter)));
     }
     if let Some(p) = &x.philips {
-        put("PhilipsRescaleSlope", f(Some(p.rescale_slope)));
-        put("PhilipsRescaleIntercept", f(Some(p.rescale_intercept)));
-        put("PhilipsScaleSlope", f(Some(p.scale_slope)));
-        put(
+        put!("PhilipsRescaleSlope", f(Some(p.rescale_slope)));
+        put!("PhilipsRescaleIntercept", f(Some(p.rescale_intercept)));
+        put!("PhilipsScaleSlope", f(Some(p.scale_slope)));
+        put!(
             "UsePhilipsFloatNotDisplayScaling",
             Some(json!(i32::from(p.float_scaling))),
         );
     }
+    let recon_pe = pe_col.map(|col| if col { x.recon_rows } else { x.recon_cols });
+    let pe_lines = j.get("AcquisitionMatrixPE").and_then(|v| v.as_i64());
+    for (k, v) in readout_keys(m, recon_pe, pe_lines, pe_col) {
+        j.insert(k.to_string(), v);
+    }
     if let Some(t) = &x.slice_timing_s {
-        put("SliceTiming", Some(json!(t)));
+        put!("SliceTiming", Some(json!(t)));
     }
     if let Some(o) = m.orientation {
-        put("ImageOrientationPatientDICOM", Some(json!(o)));
+        put!("ImageOrientationPatientDICOM", Some(json!(o)));
     }
     if !m.series_uid.is_empty() {
-        put(
+        put!(
             "SeriesInstanceUID",
             Some(json!(hash_uid(&m.series_uid, &opts.uid_salt))),
         );
     }
     if !m.study_uid.is_empty() {
-        put(
+        put!(
             "StudyInstanceUID",
             Some(json!(hash_uid(&m.study_uid, &opts.uid_salt))),
         );
     }
     for (k, v) in &m.phi {
         if opts.keep.contains(k) {
-            put(k, Some(json!(v)));
+            put!(k, Some(json!(v)));
         }
     }
     if !x.warnings.is_empty() {
-        put("Warnings", Some(json!(x.warnings)));
+        put!("Warnings", Some(json!(x.warnings)));
     }
-    put("ConversionSoftware", Some(json!("mindscan")));
-    put(
+    put!("ConversionSoftware", Some(json!("mindscan")));
+    put!(
         "DeidentificationMethod",
         Some(json!(if opts.keep.is_empty() {
             "PS3.15 E.1 Basic Profile (descriptors retained, UIDs hashed)"
@@ -415,4 +428,75 @@ pub(crate) fn sidecar(m: &SeriesMeta, x: &SidecarExtra, opts: &DeidOptions) -> M
         })),
     );
     j
+}
+
+/// Echo spacing, readout time, phase-encoding direction and dwell time, with dcm2niix's
+/// formulas per vendor (all in seconds):
+/// * Siemens: EffectiveEchoSpacing = 1 / (BandwidthPerPixelPhaseEncode · ReconMatrixPE),
+///   TotalReadoutTime = EES · (ReconMatrixPE − 1); the direction's sign from the CSA header.
+/// * GE: PE lines rounded up to a multiple of 2 (4 with partial Fourier) after acceleration;
+///   EES = (lines − 1) · ESP / (AcquisitionMatrixPE − 1).
+/// * Philips (no echo spacing in the file): the *Estimated* keys from the water-fat shift,
+///   ES = WFS / (ImagingFrequency · 3.4 · (ETL + 1)), TRT = ES · ETL, EES = TRT / (ReconMatrixPE − 1).
+fn readout_keys(
+    m: &SeriesMeta,
+    recon_pe: Option<u32>,
+    pe_lines: Option<i64>,
+    pe_col: Option<bool>,
+) -> Vec<(&'static str, Value)> {
+    let r = &m.readout;
+    let mut out = Vec::new();
+    let recon = recon_pe.map(f64::from).filter(|v| *v > 1.0);
+    if let Some(bw) = r.bandwidth_per_pixel_pe.filter(|v| *v > 0.0) {
+        out.push(("BandwidthPerPixelPhaseEncode", json!(bw)));
+        if let Some(n) = recon {
+            let ees = 1.0 / (bw * n);
+            out.push(("EffectiveEchoSpacing", json!(ees)));
+            out.push(("DerivedVendorReportedEchoSpacing", json!(ees)));
+            out.push(("TotalReadoutTime", json!(ees * (n - 1.0))));
+        }
+    }
+    if let Some(ns) = r.dwell_ns.filter(|v| *v > 0.0) {
+        out.push(("DwellTime", json!(ns * 1e-9)));
+    }
+    if let (Some(esp), Some(lines), Some(n)) = (r.ge_echo_spacing_us, pe_lines, recon)
+        && esp > 0.0
+        && lines > 1
+    {
+        let accel = r
+            .ge_asset
+            .filter(|a| *a > 0.0)
+            .map(|a| 1.0 / a)
+            .unwrap_or(1.0);
+        let round = if r.partial_fourier { 4.0 } else { 2.0 };
+        let acquired = ((lines as f64 / accel) / round).ceil() * round;
+        let ees = (acquired - 1.0) * esp * 1e-6 / (lines as f64 - 1.0);
+        out.push(("EffectiveEchoSpacing", json!(ees)));
+        out.push(("TotalReadoutTime", json!(ees * (n - 1.0))));
+    }
+    if let (Some(wfs), Some(f), Some(etl), Some(n)) = (
+        r.water_fat_shift.filter(|v| *v != 0.0),
+        m.imaging_frequency.filter(|v| *v > 0.0),
+        m.echo_train_length.filter(|v| *v > 0),
+        recon,
+    ) {
+        let es = wfs / (f * 3.4 * (etl as f64 + 1.0));
+        let trt = es * etl as f64;
+        out.push(("EstimatedEffectiveEchoSpacing", json!(trt / (n - 1.0))));
+        out.push(("EstimatedTotalReadoutTime", json!(trt)));
+    }
+    // Only 2D acquisitions get a direction (dcm2niix leaves it out for 3D); rows are flipped
+    // on the way to NIfTI, so a positive column direction is j-.
+    if let (Some(col), Some(pos)) = (pe_col, r.pe_positive)
+        && m.mr_acquisition_type.as_deref() != Some("3D")
+    {
+        let dir = match (col, pos) {
+            (true, true) => "j-",
+            (true, false) => "j",
+            (false, true) => "i",
+            (false, false) => "i-",
+        };
+        out.push(("PhaseEncodingDirection", json!(dir)));
+    }
+    out
 }

@@ -35,7 +35,6 @@ pub(crate) struct SeriesMeta {
     pub acquisition_matrix: Vec<i64>,
     pub inplane_pe_dir: Option<String>,
     pub patient_position: Option<String>,
-    pub body_part: Option<String>,
     pub software_versions: Option<String>,
     pub mr_acquisition_type: Option<String>,
     pub scanning_sequence: Option<String>,
@@ -59,6 +58,11 @@ pub(crate) struct SeriesMeta {
     /// Philips RealWorldValueMapping (slope, intercept), reported in the sidecar only: the
     /// private scale slope defines the values, as in dcm2niix.
     pub philips_rwv: Option<(f64, f64)>,
+    /// Sidecar keys read as they are from tags (see [`acquisition_keys`]), in dcm2niix's
+    /// names and units.
+    pub acquisition: Vec<(&'static str, serde_json::Value)>,
+    /// Inputs of the echo-spacing / readout-time keys (see `deid::readout_keys`).
+    pub readout: Readout,
     /// Philips enhanced: seconds between the first and last MRImageDynamicScanBeginTime
     /// (2005,10A0) of the frames, which dcm2niix uses for the TR of 3D multi-volume scans.
     pub philips_dynamic_span_s: Option<f64>,
@@ -69,6 +73,24 @@ pub(crate) struct SeriesMeta {
     /// PS3.15 E.1 attributes present in the file (keyword, value) — only
     /// emitted when explicitly allow-listed.
     pub phi: Vec<(String, String)>,
+}
+
+/// What the echo spacing and readout time are derived from, per vendor, as dcm2niix does.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Readout {
+    /// Siemens BandwidthPerPixelPhaseEncode (0019,1028), Hz.
+    pub bandwidth_per_pixel_pe: Option<f64>,
+    /// Siemens DwellTime (0019,1018), ns.
+    pub dwell_ns: Option<f64>,
+    /// Siemens CSA PhaseEncodingDirectionPositive (1: positive, 0: negative).
+    pub pe_positive: Option<bool>,
+    /// GE effective echo spacing (0043,102C), µs, and in-plane acceleration (0043,1083).
+    pub ge_echo_spacing_us: Option<f64>,
+    pub ge_asset: Option<f64>,
+    /// Partial Fourier (ScanOptions PFF, or (0018,9081) YES): GE rounds PE lines to 4.
+    pub partial_fourier: bool,
+    /// Philips WaterFatShift (2001,1022), pixels.
+    pub water_fat_shift: Option<f64>,
 }
 
 /// Per-frame geometry/scaling/timing.
@@ -308,19 +330,20 @@ fn private_dimensions(o: &Obj) -> Vec<usize> {
         .collect()
 }
 
-/// Where an image's acquisition attributes live: the data set itself, then (enhanced files)
-/// the items of the shared functional groups and of the first frame's, one and two sequence
-/// levels down. Standard sequences sort before private ones, so they are searched first.
+/// Where an image's acquisition attributes live: (enhanced files) the items of the first
+/// frame's functional groups and of the shared ones, one and two sequence levels down, then
+/// the data set itself. Standard sequences sort before private ones, so they are searched
+/// first.
 struct Scope<'a> {
     objs: Vec<&'a Obj>,
 }
 
 impl<'a> Scope<'a> {
     fn of(o: &'a Obj) -> Self {
-        let mut objs = vec![o];
+        let mut objs = Vec::new();
         let groups = [
-            first_item(o, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE),
             first_item(o, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE),
+            first_item(o, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE),
         ];
         for g in groups.into_iter().flatten() {
             for item in g.iter().filter_map(|e| e.items()?.first()) {
@@ -328,6 +351,9 @@ impl<'a> Scope<'a> {
                 objs.extend(item.iter().filter_map(|e| e.items()?.first()));
             }
         }
+        // The functional groups describe the frames; an enhanced file's top level can hold a
+        // rounded copy (Philips' PixelBandwidth), so it comes last, as in dcm2niix.
+        objs.push(o);
         Scope { objs }
     }
     fn f64(&self, t: Tag) -> Option<f64> {
@@ -339,6 +365,145 @@ impl<'a> Scope<'a> {
     fn str(&self, t: Tag) -> Option<String> {
         self.objs.iter().find_map(|o| get_str(o, t))
     }
+}
+
+/// Sidecar keys that dcm2niix takes straight from one tag (or a vendor's private one), with
+/// its conventions: numbers only when positive, strings only when not empty.
+fn acquisition_keys(
+    o: &Obj,
+    sc: &Scope,
+    manufacturer: &str,
+) -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let mut out: Vec<(&'static str, serde_json::Value)> = Vec::new();
+    let mut num = |key: &'static str, v: Option<f64>| {
+        if let Some(v) = v.filter(|v| *v > 0.0) {
+            out.push((key, json!(v)));
+        }
+    };
+    let is = |name: &str| manufacturer.eq_ignore_ascii_case(name);
+    num("PercentPhaseFOV", sc.f64(tags::PERCENT_PHASE_FIELD_OF_VIEW));
+    num("PercentSampling", sc.f64(tags::PERCENT_SAMPLING));
+    num(
+        "SAR",
+        sc.f64(tags::SAR)
+            .or_else(|| sc.f64(tags::SPECIFIC_ABSORPTION_RATE_VALUE)),
+    );
+    num(
+        "AcquisitionDuration",
+        sc.f64(tags::ACQUISITION_DURATION).or_else(|| {
+            is("GE")
+                .then(|| private_f64(o, 0x0019, "GEMS_ACQU_01", 0x5A))
+                .flatten()
+                .map(|us| us / 1e6)
+        }),
+    );
+    if is("Philips") {
+        num(
+            "WaterFatShift",
+            private_f64(o, 0x2001, "Philips Imaging DD 001", 0x22),
+        );
+    }
+    let mut int = |key: &'static str, v: Option<i64>, min: i64| {
+        if let Some(v) = v.filter(|v| *v >= min) {
+            out.push((key, json!(v)));
+        }
+    };
+    int("EchoTrainLength", sc.int(tags::ECHO_TRAIN_LENGTH), 2);
+    int(
+        "PhaseEncodingSteps",
+        sc.int(tags::NUMBER_OF_PHASE_ENCODING_STEPS)
+            .or_else(|| sc.int(tags::MR_ACQUISITION_PHASE_ENCODING_STEPS_IN_PLANE)),
+        1,
+    );
+    int(
+        "FrequencyEncodingSteps",
+        sc.int(tags::MR_ACQUISITION_FREQUENCY_ENCODING_STEPS),
+        1,
+    );
+    int(
+        "PhaseEncodingStepsOutOfPlane",
+        sc.int(tags::MR_ACQUISITION_PHASE_ENCODING_STEPS_OUT_OF_PLANE),
+        1,
+    );
+    let mut text = |key: &'static str, v: Option<String>| {
+        if let Some(v) = v {
+            out.push((key, json!(v)));
+        }
+    };
+    text("BodyPart", sc.str(tags::BODY_PART_EXAMINED));
+    text(
+        "PulseSequenceName",
+        if is("GE") {
+            get_private_str(o, 0x0019, "GEMS_ACQU_01", 0x9C)
+        } else {
+            sc.str(tags::PULSE_SEQUENCE_NAME)
+        },
+    );
+    if is("GE") {
+        text(
+            "InternalPulseSequenceName",
+            get_private_str(o, 0x0019, "GEMS_ACQU_01", 0x9E),
+        );
+        text(
+            "PrescanReuseString",
+            get_private_str(o, 0x0043, "GEMS_PARM_01", 0x95),
+        );
+    }
+    if !is("Siemens") {
+        text("CoilString", sc.str(tags::RECEIVE_COIL_NAME));
+    }
+    if is("Siemens") {
+        text(
+            "ImageOrientationText",
+            get_private_str(o, 0x0051, "SIEMENS MR HEADER", 0x0E),
+        );
+        text(
+            "ReceiveCoilActiveElements",
+            get_private_str(o, 0x0051, "SIEMENS MR HEADER", 0x0F),
+        );
+    }
+    if is("GE") {
+        let shim: Vec<i64> = (0x02..=0x04)
+            .filter_map(|e| private_f64(o, 0x0043, "GEMS_PARM_01", e).map(|v| v as i64))
+            .collect();
+        if shim.len() == 3 {
+            out.push(("ShimSetting", json!(shim)));
+        }
+        // Table position: the third value of (0043,10B2) less the table delta (0019,107F).
+        let table = o
+            .private_element(0x0043, "GEMS_PARM_01", 0xB2)
+            .ok()
+            .and_then(|e| e.to_multi_float64().ok())
+            .and_then(|v| v.get(2).copied());
+        if let Some(z) = table {
+            let delta = private_f64(o, 0x0019, "GEMS_ACQU_01", 0x7F).unwrap_or(0.0);
+            out.push(("TablePosition", json!([0.0, 0.0, z - delta])));
+        }
+    }
+    if let Some(mt) = sc.str(tags::MAGNETIZATION_TRANSFER) {
+        // ON_RESONANCE and OFF_RESONANCE both mean a transfer pulse; NONE means none.
+        out.push(("MTState", json!(!mt.eq_ignore_ascii_case("NONE"))));
+    }
+    if is("Philips")
+        && let Some(z) = private_f64(o, 0x2005, PHILIPS_MR_005, 0x3C).or_else(|| {
+            sc.objs
+                .iter()
+                .find_map(|i| private_f64(i, 0x2005, PHILIPS_MR_005, 0x3C))
+        })
+    {
+        // dcm2niix negates z (table travel into the bore is negative in DICOM).
+        let z = if z == 0.0 { 0.0 } else { -z };
+        out.push(("TablePosition", json!([0.0, 0.0, z])));
+    }
+    out
+}
+
+fn get_private_str(o: &Obj, group: u16, creator: &str, elem: u8) -> Option<String> {
+    let e = o.private_element(group, creator, elem).ok()?;
+    let s = e.to_str().ok()?;
+    let s = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+    (!s.is_empty()).then(|| s.to_string())
 }
 
 /// Extract everything needed from a (header-only) object.
@@ -384,10 +549,8 @@ pub(crate) fn extract(obj: &DefaultDicomObject) -> Result<FileHeader, String> {
         number_of_averages: sc.f64(tags::NUMBER_OF_AVERAGES),
         inplane_pe_dir: sc.str(tags::IN_PLANE_PHASE_ENCODING_DIRECTION),
         patient_position: get_str(o, tags::PATIENT_POSITION),
-        body_part: get_str(o, tags::BODY_PART_EXAMINED),
-        software_versions: get_strs(o, tags::SOFTWARE_VERSIONS)
-            .into_iter()
-            .next()
+        // All values, joined with `\` as they are stored (as dcm2niix writes them).
+        software_versions: Some(get_strs(o, tags::SOFTWARE_VERSIONS).join("\\"))
             .filter(|s| !s.is_empty()),
         mr_acquisition_type: sc.str(tags::MR_ACQUISITION_TYPE),
         scanning_sequence: sc.str(tags::SCANNING_SEQUENCE),
@@ -421,6 +584,34 @@ pub(crate) fn extract(obj: &DefaultDicomObject) -> Result<FileHeader, String> {
         });
     }
     let base_philips_ss = philips.then(|| philips_scale_slope(o)).flatten();
+    let vendor = super::deid::normalize_manufacturer(m.manufacturer.as_deref().unwrap_or(""));
+    m.readout = Readout {
+        bandwidth_per_pixel_pe: (vendor == "Siemens")
+            .then(|| private_f64(o, 0x0019, "SIEMENS MR HEADER", 0x28))
+            .flatten(),
+        dwell_ns: (vendor == "Siemens")
+            .then(|| private_f64(o, 0x0019, "SIEMENS MR HEADER", 0x18))
+            .flatten(),
+        pe_positive: None,
+        ge_echo_spacing_us: (vendor == "GE")
+            .then(|| private_f64(o, 0x0043, "GEMS_PARM_01", 0x2C))
+            .flatten(),
+        ge_asset: (vendor == "GE")
+            .then(|| private_f64(o, 0x0043, "GEMS_PARM_01", 0x83))
+            .flatten(),
+        partial_fourier: m.scan_options.as_deref().is_some_and(|v| v.contains("PFF"))
+            || sc
+                .str(tags::PARTIAL_FOURIER)
+                .is_some_and(|v| v.starts_with('Y')),
+        water_fat_shift: (vendor == "Philips")
+            .then(|| private_f64(o, 0x2001, "Philips Imaging DD 001", 0x22))
+            .flatten(),
+    };
+    m.acquisition = acquisition_keys(
+        o,
+        &sc,
+        &super::deid::normalize_manufacturer(m.manufacturer.as_deref().unwrap_or("")),
+    );
     let private_dims = private_dimensions(o);
     for (kw, g, e) in PHI_TAGS {
         if let Some(v) = get_str(o, Tag(*g, *e)) {
@@ -452,6 +643,11 @@ pub(crate) fn extract(obj: &DefaultDicomObject) -> Result<FileHeader, String> {
         if let Some(v) = c.get("MosaicRefAcqTimes") {
             m.mosaic_times_ms = v.iter().filter_map(|s| s.parse().ok()).collect();
         }
+        m.readout.pe_positive = c
+            .get("PhaseEncodingDirectionPositive")
+            .and_then(|v| v.first())
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .map(|v| v == 1);
     }
     if m.mosaic.is_none()
         && let Ok(e) = o.private_element(0x0019, "SIEMENS MR HEADER", 0x0A)

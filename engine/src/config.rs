@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
@@ -140,6 +141,67 @@ pub struct StageConfig {
     /// What to do when one item fails.
     #[serde(default)]
     pub on_error: OnError,
+    /// Stages with inputs: the longest one item may take (`500ms`, `60s`, `5m`, `1h`, or a
+    /// number of seconds; more than 0, at most 24h). When it is up the plugin sees
+    /// cancellation (`is_cancelled`, and `emit` refuses), and the item becomes an error handled
+    /// by `on_error`. A plugin that never checks cannot be preempted: its item is reported as
+    /// timed out when the call returns. Default: no limit.
+    #[serde(default)]
+    pub timeout: Option<Loc<DurationValue>>,
+}
+
+/// A duration as written in a pipeline file: `500ms`, `60s`, `5m`, `1h`, or a number of seconds.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum DurationValue {
+    Seconds(f64),
+    Text(String),
+}
+
+/// Longest `timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+impl DurationValue {
+    /// The duration, if it is one: more than 0 and at most [`MAX_TIMEOUT`].
+    pub fn to_duration(&self) -> Result<Duration, String> {
+        let secs = match self {
+            DurationValue::Seconds(v) => *v,
+            DurationValue::Text(t) => parse_seconds(t)?,
+        };
+        if !secs.is_finite() || secs <= 0.0 {
+            return Err(format!("{} is not a duration above 0", self.text()));
+        }
+        if secs > MAX_TIMEOUT.as_secs_f64() {
+            return Err(format!("{} is above the maximum of 24h", self.text()));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+
+    fn text(&self) -> String {
+        match self {
+            DurationValue::Seconds(v) => format!("{v}"),
+            DurationValue::Text(t) => format!("'{t}'"),
+        }
+    }
+}
+
+/// Seconds in `500ms`, `60s`, `1.5m`, `1h` or a bare number of seconds.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (examples: 500ms, 60s, 5m, 1h)"))?;
+    Ok(match unit.trim() {
+        "" | "s" => v,
+        "ms" => v / 1000.0,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        u => return Err(format!("'{s}': unknown unit '{u}' (use ms, s, m or h)")),
+    })
 }
 
 /// Largest `workers` a stage may ask for (threads are started before the first item flows).
@@ -202,8 +264,8 @@ pub fn load(path: &Path) -> Result<PipelineFile, ParseError> {
     parse(&text, &path.display().to_string())
 }
 
-/// Applies `--set stage.param=value` overrides (`stage.workers`, `stage.queue` and
-/// `stage.max_in_flight` set the stage's own settings).
+/// Applies `--set stage.param=value` overrides (`stage.workers`, `stage.queue`,
+/// `stage.max_in_flight` and `stage.timeout` set the stage's own settings).
 pub fn apply_overrides(file: &mut PipelineFile, sets: &[String]) -> Result<(), String> {
     for s in sets {
         let (lhs, value) = s
@@ -224,6 +286,13 @@ pub fn apply_overrides(file: &mut PipelineFile, sets: &[String]) -> Result<(), S
                 )
             })?;
         // The stage's own settings first (a plugin parameter cannot shadow them).
+        if param == "timeout" {
+            // Checked (with the file's values) in `plan::build`.
+            st.timeout = Some(Loc::synthetic(DurationValue::Text(
+                value.trim().to_string(),
+            )));
+            continue;
+        }
         if let Some(max) = setting_max(param) {
             // Parsed wide, so a value past u32 gets the same message as one past the maximum
             // (the range itself is checked with the file's values, in `plan::build`).
@@ -306,6 +375,30 @@ mod tests {
         assert_eq!(f.stages[0].max_in_flight.as_ref().map(|m| m.value), Some(1));
         assert!(!f.stages[0].params.keys().any(|k| k.value == "workers"));
         assert!(apply_overrides(&mut f, &["a.queue=many".into()]).is_err());
+        apply_overrides(&mut f, &["a.timeout=90s".into()]).unwrap();
+        let t = f.stages[0].timeout.as_ref().map(|t| t.value.to_duration());
+        assert_eq!(t, Some(Ok(Duration::from_secs(90))));
+    }
+
+    #[test]
+    fn timeouts_take_ms_s_m_h_or_seconds_and_refuse_zero_huge_and_unknown_units() {
+        let d = |v: DurationValue| v.to_duration();
+        let t = |s: &str| d(DurationValue::Text(s.into()));
+        assert_eq!(t("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(t("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(t("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(t("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(t("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(
+            d(DurationValue::Seconds(1.5)),
+            Ok(Duration::from_millis(1500))
+        );
+        for bad in ["0s", "0", "25h", "1d", "soon", ""] {
+            assert!(t(bad).is_err(), "{bad} accepted");
+        }
+        assert!(d(DurationValue::Seconds(-1.0)).is_err());
+        assert!(d(DurationValue::Seconds(f64::INFINITY)).is_err());
+        assert!(t("25h").unwrap_err().contains("maximum"));
     }
 
     #[test]

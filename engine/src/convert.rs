@@ -76,6 +76,7 @@ fn stage(id: &str, uses: &str, inputs: &[&str], params: Value, workers: u32) -> 
         queue: None,
         max_in_flight: None,
         on_error: OnError::Skip,
+        timeout: None,
     }
 }
 

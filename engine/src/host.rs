@@ -5,6 +5,7 @@ use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use anyhow::{Result, anyhow, bail};
 use mindscan_sdk::abi::{
@@ -34,7 +35,7 @@ pub struct HostServices {
     /// Boxed: `ctx.data` points to it.
     stop: Box<StopFlags>,
     /// Backs `ctx.state_dir`.
-    _state_dir: Box<str>,
+    state_dir_text: Box<str>,
     ctx: HostContext,
 }
 
@@ -64,7 +65,7 @@ impl HostServices {
                 is_cancelled: host_is_cancelled,
                 cuda_device: cuda_device.unwrap_or(-1),
             },
-            _state_dir: state_dir,
+            state_dir_text: state_dir,
         })
     }
 
@@ -96,6 +97,19 @@ unsafe extern "C" fn host_is_cancelled(data: *mut c_void) -> bool {
     // SAFETY: `data` is the StopFlags owned by the HostServices of this context.
     let flags = unsafe { &*(data as *const StopFlags) };
     flags.stopping()
+}
+
+/// What a `process` call with a time limit sees as "cancelled": the run stopping, or its
+/// deadline passed.
+struct CallFlags<'a> {
+    stop: &'a StopFlags,
+    deadline: Instant,
+}
+
+unsafe extern "C" fn call_is_cancelled(data: *mut c_void) -> bool {
+    // SAFETY: `data` is the CallFlags of a `process` call, alive for the call.
+    let flags = unsafe { &*(data as *const CallFlags<'_>) };
+    flags.stop.stopping() || Instant::now() >= flags.deadline
 }
 
 /// Where a stage's outputs go.
@@ -278,15 +292,38 @@ impl StageInstance {
         status_result(status, msg)
     }
 
+    /// Calls `process` on one item. With a `deadline`, the call gets its own host context
+    /// whose `is_cancelled` also turns true once the deadline has passed (the run-wide context
+    /// is left alone: other items of the stage keep their own time).
     pub fn process(
         &self,
         item: &Item,
         worker: usize,
         workers: usize,
         out: &dyn Outlet,
+        deadline: Option<Instant>,
     ) -> Result<(), CallError> {
         let seed = seed::derive_seed(self.pipeline_seed, &self.stage_id, item.key());
-        let call = self.call_ctx(worker, workers, seed);
+        let mut call = self.call_ctx(worker, workers, seed);
+        let flags;
+        let timed_ctx;
+        if let Some(deadline) = deadline {
+            flags = CallFlags {
+                stop: self.host.stop(),
+                deadline,
+            };
+            let shared = &self.host.ctx;
+            timed_ctx = HostContext {
+                abi_version: shared.abi_version,
+                data: &flags as *const CallFlags<'_> as *mut c_void,
+                log: shared.log,
+                is_cancelled: call_is_cancelled,
+                cuda_device: shared.cuda_device,
+                state_dir: StrRef::new(&self.host.state_dir_text),
+            };
+            // Valid for the call: `timed_ctx` and `flags` live until this function returns.
+            call.host = &timed_ctx;
+        }
         let buf = FfiItemBuf::new(item);
         let mut msg = String::new();
         let err = ErrorSink {

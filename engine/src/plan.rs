@@ -65,6 +65,8 @@ pub struct PlannedStage {
     /// Sources: items of this stage allowed in flight at once.
     pub max_in_flight: usize,
     pub on_error: OnError,
+    /// Stages with inputs: the longest one item's `process` may take.
+    pub timeout: Option<std::time::Duration>,
     /// Indices (into `Plan::stages`) of the stages feeding this one.
     pub inputs: Vec<usize>,
     /// Indices of the stages this one feeds.
@@ -204,6 +206,18 @@ pub fn build(
                 c.err(
                     m,
                     "max_in_flight applies to sources only (stages without inputs)",
+                );
+            }
+        }
+        if let Some(t) = &st.timeout {
+            if let Err(e) = t.value.to_duration() {
+                c.err(t, format!("timeout: {e}"));
+            }
+            if st.inputs.is_empty() || ty.is_some_and(|t| t.role == Role::Source) {
+                c.err(
+                    t,
+                    "timeout applies to stages with inputs (it limits one item's `process`; a \
+                     source's `produce` runs for its whole input)",
                 );
             }
         }
@@ -427,6 +441,7 @@ pub fn build(
                     .map(|m| m.value as usize)
                     .unwrap_or(st.workers.value as usize),
                 on_error: st.on_error,
+                timeout: st.timeout.as_ref().and_then(|t| t.value.to_duration().ok()),
                 inputs: inputs[i].iter().map(|&j| position[j]).collect(),
                 outputs: outputs[i].iter().map(|&j| position[j]).collect(),
                 out_kinds: out_kinds[i].clone(),

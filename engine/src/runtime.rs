@@ -274,6 +274,8 @@ struct StageRt {
     type_name: String,
     role: Role,
     on_error: OnError,
+    /// Stages with inputs: the longest one item's `process` may take.
+    timeout: Option<Duration>,
     counters: Arc<StageCounters>,
     /// Sources: in-flight accounting of the items they emit.
     track: Option<Arc<SourceTrack>>,
@@ -286,10 +288,16 @@ struct WorkerOutlet<'a> {
     senders: &'a [Sender<Envelope>],
     /// The item being processed (for dead-letter provenance) and its source item.
     current: Option<&'a Envelope>,
+    /// When the item's time is up (the stage's `timeout`): later emits are refused.
+    deadline: Option<Instant>,
 }
 
 impl Outlet for WorkerOutlet<'_> {
     fn emit(&self, mut item: Item) -> Status {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            // The item timed out: nothing more of it goes downstream.
+            return Status::Cancelled;
+        }
         let root = match &self.stage.track {
             Some(track) => {
                 // A source: every item it emits starts a new root and takes an in-flight slot.
@@ -509,6 +517,7 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<RunReport> {
             type_name: st.ty.name.clone(),
             role: st.ty.role,
             on_error: st.on_error,
+            timeout: st.timeout,
             counters: Arc::new(StageCounters::default()),
             track: (st.ty.role == Role::Source).then(|| {
                 Arc::new(SourceTrack {
@@ -588,6 +597,7 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<RunReport> {
                         run,
                         senders: &outs,
                         current: None,
+                        deadline: None,
                     };
                     let t0 = Instant::now();
                     if let Err(e) = inst.finish(&outlet) {
@@ -652,6 +662,32 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<RunReport> {
     })
 }
 
+/// The error of an item that ran past the stage's `timeout`.
+fn timed_out(limit: Duration, took: Duration, r: Result<(), CallError>) -> String {
+    let mut m = format!(
+        "timed out: processing took {:.1}s, over the stage's timeout of {}",
+        took.as_secs_f64(),
+        humantime(limit)
+    );
+    match r {
+        Err(CallError::Failed(e)) | Err(CallError::Panicked(e)) if !e.is_empty() => {
+            m.push_str(&format!(" (the plugin then said: {e})"));
+        }
+        Ok(()) => m.push_str(" (the plugin does not check cancellation, so it ran to the end)"),
+        _ => {}
+    }
+    m
+}
+
+/// `500ms`, `60s`, `1.5s`: a timeout as the pipeline file would write it.
+fn humantime(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
 fn worker(
     rt: &StageRt,
     run: &RunShared,
@@ -669,6 +705,7 @@ fn worker(
                 run,
                 senders: outs,
                 current: None,
+                deadline: None,
             };
             let t0 = Instant::now();
             if let Err(e) = inst.produce(w, workers, &outlet) {
@@ -688,19 +725,33 @@ fn worker(
                     }
                     continue;
                 }
+                let t0 = Instant::now();
+                let deadline = rt.timeout.map(|t| t0 + t);
                 let outlet = WorkerOutlet {
                     stage: rt,
                     run,
                     senders: outs,
                     current: Some(&env),
+                    deadline,
                 };
-                let t0 = Instant::now();
-                let r = inst.process(&env.item, w, workers, &outlet);
+                let r = inst.process(&env.item, w, workers, &outlet, deadline);
+                let took = t0.elapsed();
                 rt.counters
                     .busy_ns
-                    .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                if let Err(e) = r {
-                    call_failed(rt, run, e, Some(&env));
+                    .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+                match (rt.timeout, r) {
+                    // Past its time, whatever the call returned (cancelled, an error, or done
+                    // late by a plugin that never checks `is_cancelled`): the item failed.
+                    (Some(limit), r) if took >= limit => {
+                        call_failed(
+                            rt,
+                            run,
+                            CallError::Failed(timed_out(limit, took, r)),
+                            Some(&env),
+                        );
+                    }
+                    (_, Err(e)) => call_failed(rt, run, e, Some(&env)),
+                    (_, Ok(())) => {}
                 }
             }
         }

@@ -190,6 +190,8 @@ pub struct HostContext {
 /// Per-call information.
 #[repr(C)]
 pub struct CallContext {
+    /// Valid for the call only: a `process` call under a stage `timeout` gets its own, whose
+    /// `is_cancelled` also turns true when the item's time is up.
     pub host: *const HostContext,
     /// The stage's id in the pipeline (not its type name).
     pub stage_id: StrRef,

@@ -168,3 +168,89 @@ fn a_1e30_voxel_size_is_an_item_error_of_volume_slice_not_a_panic() {
     }
     assert!(dir.path().join("out/sound").is_dir(), "{stderr}");
 }
+
+/// `test.source` (4 items) -> `test.sleep` (items 0 and 2 sleep, `timeout` and `on_error: skip`
+/// on it) -> `test.slow_sink`; returns (exit code, stderr, sink report, metrics).
+fn sleepy_run(
+    sleep_params: &str,
+    timeout: &str,
+) -> (Option<i32>, String, serde_json::Value, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = |p: &Path| serde_json::to_string(&p.display().to_string()).unwrap();
+    let report = dir.path().join("report.json");
+    let metrics = dir.path().join("metrics.json");
+    let yaml = dir.path().join("p.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "pipeline: t\nplugins: [{}]\nstages:\n  \
+             - {{id: src, use: test.source, params: {{count: 4, mib: 1}}}}\n  \
+             - {{id: nap, use: test.sleep, inputs: [src], on_error: skip, timeout: {timeout}, \
+             params: {{every: 2, {sleep_params}}}}}\n  \
+             - {{id: sink, use: test.slow_sink, inputs: [nap], params: {{report: {}}}}}\n",
+            q(&mindscan_e2e::faulty_plugin()),
+            q(&report),
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = output(
+        mindscan()
+            .args(["run", "--no-progress", "--metrics-json"])
+            .arg(&metrics)
+            .arg(&yaml),
+    );
+    let read = |p: &Path| {
+        serde_json::from_str(
+            &std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{e}: {stderr}")),
+        )
+        .unwrap()
+    };
+    (code, stderr.clone(), read(&report), read(&metrics))
+}
+
+fn errors_of(metrics: &serde_json::Value, id: &str) -> u64 {
+    metrics["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .and_then(|s| s["errors"].as_u64())
+        .unwrap_or_else(|| panic!("no errors count for {id} in {metrics}"))
+}
+
+/// Items that would sleep 10 minutes under `timeout: 1s`: the plugin sees `is_cancelled` turn
+/// true for those calls only, each is an error naming the timeout, the others go through, and
+/// the run ends with status 3 instead of hanging.
+#[test]
+fn an_item_past_its_stage_timeout_is_cancelled_and_counted_as_an_error() {
+    let (code, stderr, report, metrics) = sleepy_run("ms: 600000", "1s");
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_eq!(errors_of(&metrics, "nap"), 2, "{stderr}");
+    assert_eq!(
+        report["keys"],
+        serde_json::json!(["item-00001", "item-00003"])
+    );
+    for needle in [
+        "timed out",
+        "timeout of 1s",
+        "item-00000 saw is_cancelled turn true",
+        "item-00002 saw is_cancelled turn true",
+    ] {
+        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    }
+}
+
+/// A plugin that never checks cancellation cannot be preempted: its item still counts as timed
+/// out when the call returns, and nothing it emits after its time is up goes downstream.
+#[test]
+fn an_item_that_ignores_cancellation_is_reported_timed_out_when_it_returns() {
+    let (code, stderr, report, metrics) = sleepy_run("ms: 1500, check_cancel: false", "200ms");
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_eq!(errors_of(&metrics, "nap"), 2, "{stderr}");
+    assert_eq!(
+        report["keys"],
+        serde_json::json!(["item-00001", "item-00003"])
+    );
+    assert!(stderr.contains("timeout of 200ms"), "{stderr}");
+    assert!(!stderr.contains("saw is_cancelled"), "{stderr}");
+}

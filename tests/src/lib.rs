@@ -124,7 +124,8 @@ pub fn list_files(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The `faulty` test plugin (`test.source`, `test.panic`, `test.fail`, `test.slow_sink`).
+/// The `faulty` test plugin (`test.source`, `test.panic`, `test.fail`, `test.sleep`,
+/// `test.slow_sink`).
 pub fn faulty_plugin() -> PathBuf {
     cdylib("mindscan-test-plugin-faulty", "mindscan_test_faulty")
 }

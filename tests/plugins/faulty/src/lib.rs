@@ -1,5 +1,5 @@
 //! Stages that misbehave on purpose, for the engine's end-to-end tests:
-//! `test.source`, `test.panic`, `test.fail` and `test.slow_sink`.
+//! `test.source`, `test.panic`, `test.fail`, `test.sleep` and `test.slow_sink`.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -171,6 +171,56 @@ impl Stage for Fail {
     }
 }
 
+// ---------------------------------------------------------------- test.sleep
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SleepParams {
+    /// Items whose `index` is a multiple of this sleep; the others pass at once.
+    pub every: u64,
+    /// How long a sleeping item sleeps, at most.
+    pub ms: u64,
+    /// Check `ctx.is_cancelled()` every 5 ms while sleeping, and stop with an error saying so
+    /// when it turns true; `false` sleeps through (a plugin that never checks).
+    #[serde(default = "yes")]
+    pub check_cancel: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Sleeps on items whose index % `every` == 0 (watching cancellation unless told not to),
+/// then passes them on.
+pub struct Sleep(SleepParams);
+
+impl Stage for Sleep {
+    type Params = SleepParams;
+    const NAME: &'static str = "test.sleep";
+    const ROLE: Role = Role::Transform;
+    const INPUTS: &'static [&'static str] = &[kinds::VOLUME, kinds::IMAGE];
+    const OUTPUTS: &'static [&'static str] = &["same"];
+    const DESCRIPTION: &'static str = "Sleep on every `every`-th item, watching cancellation";
+
+    fn new(p: SleepParams, _host: &Host) -> Result<Self> {
+        Ok(Sleep(p))
+    }
+
+    fn process(&self, ctx: &Context, item: Item, out: &mut Emitter) -> Result<()> {
+        if hits(&item, self.0.every) {
+            let start = std::time::Instant::now();
+            let total = Duration::from_millis(self.0.ms);
+            while start.elapsed() < total {
+                if self.0.check_cancel && ctx.is_cancelled() {
+                    bail!("{} saw is_cancelled turn true while sleeping", item.key());
+                }
+                std::thread::sleep(Duration::from_millis(5).min(total));
+            }
+        }
+        out.emit(item)
+    }
+}
+
 // ---------------------------------------------------------------- test.slow_sink
 
 #[derive(Deserialize, JsonSchema)]
@@ -244,5 +294,5 @@ impl Stage for SlowSink {
 
 export_plugin!(
     name: "faulty",
-    stages: [Source, Panic, Fail, SlowSink],
+    stages: [Source, Panic, Fail, Sleep, SlowSink],
 );

@@ -323,3 +323,84 @@ fn symlink_loops_end_and_find_each_file_once() {
         .filter(|f| f.extension().is_some_and(|e| e == "dcm"));
     assert_eq!(rep.series[0].file_count(), dicoms.count());
 }
+
+/// Crafted files that used to abort the process (stack overflow in dicom-rs' recursive reader)
+/// or make it allocate gigabytes from a claimed length: each is now a read error naming the
+/// file and the reason, and the rest of the scan goes on.
+#[test]
+fn hostile_structure_is_an_error_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = series_dir("Siemens_Skyra_EPI_mosaic_mr_0003");
+    let dir = tmp.path().join("in");
+    copy_dir(&good, &dir);
+
+    // 10,000 nested sequences (undefined lengths, never closed) right after the meta group.
+    let mosaic = std::fs::read(
+        std::fs::read_dir(&good)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "dcm"))
+            .unwrap(),
+    )
+    .unwrap();
+    let meta_len = u32::from_le_bytes(mosaic[140..144].try_into().unwrap()) as usize;
+    let data_start = 144 + meta_len;
+    let mut deep = mosaic[..data_start].to_vec();
+    for _ in 0..10_000 {
+        deep.extend_from_slice(&[
+            0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        deep.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    }
+    deep.extend_from_slice(&mosaic[data_start..]);
+    std::fs::write(dir.join("deep.dcm"), deep).unwrap();
+
+    // An implicit VR PatientName claiming 0xFFFFFFF0 bytes.
+    let mut implicit = std::fs::read(data_dir().join("single/dcm_qa_ts/2.dcm")).unwrap();
+    let at = implicit
+        .windows(4)
+        .position(|w| w == [0x10, 0x00, 0x10, 0x00])
+        .expect("PatientName");
+    implicit[at + 4..at + 8].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    std::fs::write(dir.join("liar.dcm"), implicit).unwrap();
+
+    // NumberOfFrames = 2147483647 in the enhanced Philips file.
+    let enhanced = std::fs::read(
+        series_dir("Philips_Ingenia_402_3D_pCASL_enhanced").join("402_SOURCE_-_3D_pCASL_6mm.dcm"),
+    )
+    .unwrap();
+    let old = b"\x28\x00\x08\x00IS\x04\x00224 ";
+    let at = enhanced
+        .windows(old.len())
+        .position(|w| w == old)
+        .expect("NumberOfFrames");
+    let mut frames = enhanced[..at].to_vec();
+    frames.extend_from_slice(b"\x28\x00\x08\x00IS\x0a\x002147483647");
+    frames.extend_from_slice(&enhanced[at + old.len()..]);
+    std::fs::write(dir.join("frames.dcm"), frames).unwrap();
+
+    let rep = scan(&[dir]);
+    let err = |name: &str| {
+        rep.errors
+            .iter()
+            .map(|e| e.to_string())
+            .find(|e| e.contains(name))
+            .unwrap_or_else(|| panic!("no error for {name}: {:?}", rep.errors))
+    };
+    assert!(
+        err("deep.dcm").contains("nested deeper"),
+        "{}",
+        err("deep.dcm")
+    );
+    assert!(
+        err("liar.dcm").contains("claims 4294967280 bytes"),
+        "{}",
+        err("liar.dcm")
+    );
+    assert!(
+        err("frames.dcm").contains("NumberOfFrames"),
+        "{}",
+        err("frames.dcm")
+    );
+    assert_eq!(rep.series.len(), 1, "the good series is still found");
+}

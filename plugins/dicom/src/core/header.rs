@@ -154,6 +154,8 @@ pub(crate) fn open(path: &Path, header_only: bool) -> Result<Opened> {
     };
     let (magic, head) = has_magic(path).map_err(|e| err(e.to_string()))?;
     if magic {
+        // Lengths and nesting checked before dicom-rs allocates or recurses (see `structure`).
+        super::structure::check_part10(path, &head, header_only).map_err(err)?;
         let mut opts = OpenFileOptions::new();
         if header_only {
             opts = opts.read_until(tags::PIXEL_DATA);
@@ -174,6 +176,10 @@ pub(crate) fn open(path: &Path, header_only: bool) -> Result<Opened> {
         entries::IMPLICIT_VR_LITTLE_ENDIAN.erased(),
         entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
     ] {
+        let enc = super::structure::Encoding::of(ts.uid()).expect("not deflated");
+        if super::structure::check_file(path, 0, enc, header_only).is_err() {
+            continue;
+        }
         let Ok(obj) = InMemDicomObject::read_dataset_with_ts(&bytes[..], &ts) else {
             continue;
         };
@@ -507,7 +513,7 @@ fn get_private_str(o: &Obj, group: u16, creator: &str, elem: u8) -> Option<Strin
 }
 
 /// Extract everything needed from a (header-only) object.
-pub(crate) fn extract(obj: &DefaultDicomObject) -> Result<FileHeader, String> {
+pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHeader, String> {
     let ts = obj
         .meta()
         .transfer_syntax()
@@ -571,6 +577,28 @@ pub(crate) fn extract(obj: &DefaultDicomObject) -> Result<FileHeader, String> {
             .or_else(|| arr2(get_fvec(o, tags::IMAGER_PIXEL_SPACING))),
         ..Default::default()
     };
+    // A frame takes at least its pixels (native data) or an 8-byte item header (encapsulated):
+    // a count the file cannot hold is refused before a per-frame list is built from it.
+    let native = matches!(
+        ts.as_str(),
+        "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1" | "1.2.840.10008.1.2.2"
+    );
+    let min_frame_bytes = if native {
+        (u64::from(m.rows)
+            * u64::from(m.cols)
+            * u64::from(m.samples_per_pixel)
+            * u64::from(m.bits_allocated))
+        .div_ceil(8)
+        .max(1)
+    } else {
+        8
+    };
+    if u64::from(m.number_of_frames).saturating_mul(min_frame_bytes) > file_len {
+        return Err(format!(
+            "NumberOfFrames (0028,0008) claims {} frames, more than the file's {file_len} bytes can hold",
+            m.number_of_frames
+        ));
+    }
     let philips = m
         .manufacturer
         .as_deref()

@@ -44,6 +44,7 @@ mod deid;
 mod header;
 mod load;
 mod scan;
+mod structure;
 
 use deid::format_name;
 pub use deid::{DeidOptions, PHI_KEYWORDS, hash_uid, sanitize_token};

@@ -146,7 +146,8 @@ fn read_header(path: &Path) -> Outcome {
     {
         return Outcome::Skip("DICOMDIR (media directory, no image)".into());
     }
-    let h = match header::extract(&obj) {
+    let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX);
+    let h = match header::extract(&obj, file_len) {
         Ok(h) => h,
         Err(e) if e.contains("Rows") => {
             return Outcome::Skip(format!("DICOM object without an image: {e}"));

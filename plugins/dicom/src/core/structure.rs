@@ -1,0 +1,413 @@
+//! A walk over a file's element structure that builds nothing: every claimed length is checked
+//! against what the file (or the enclosing item) holds, and sequence nesting is bounded, before
+//! dicom-rs sees the file. dicom-rs recurses once per nested sequence (10,000 levels overflow
+//! the stack and abort the process) and allocates what a length claims (an element claiming
+//! 0xFFFFFFF0 bytes makes it touch 4 GB before failing); here both are a clear error instead.
+
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use dicom_core::dictionary::DataDictionary;
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::StandardDataDictionary;
+
+/// Deepest sequence nesting accepted. Real files nest a handful of levels (enhanced
+/// multi-frame: 3 or 4).
+pub(crate) const MAX_DEPTH: usize = 64;
+
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+const ITEM: Tag = Tag(0xFFFE, 0xE000);
+const ITEM_END: Tag = Tag(0xFFFE, 0xE00D);
+const SEQUENCE_END: Tag = Tag(0xFFFE, 0xE0DD);
+
+/// How the data set after the file meta group is encoded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Encoding {
+    pub explicit_vr: bool,
+    pub big_endian: bool,
+}
+
+impl Encoding {
+    /// The encoding of a transfer syntax UID, or `None` for those this walk cannot follow
+    /// (deflated data sets, whose inflated size is bounded elsewhere).
+    pub(crate) fn of(ts: &str) -> Option<Encoding> {
+        match ts.trim_end_matches('\0').trim() {
+            "1.2.840.10008.1.2" => Some(Encoding {
+                explicit_vr: false,
+                big_endian: false,
+            }),
+            "1.2.840.10008.1.2.2" => Some(Encoding {
+                explicit_vr: true,
+                big_endian: true,
+            }),
+            "1.2.840.10008.1.2.1.99" => None,
+            _ => Some(Encoding {
+                explicit_vr: true,
+                big_endian: false,
+            }),
+        }
+    }
+}
+
+/// One open container: a sequence or an item, ending at a byte offset or at a delimiter.
+struct Open {
+    end: Option<u64>,
+}
+
+struct Walker<R> {
+    r: R,
+    pos: u64,
+    len: u64,
+}
+
+impl<R: Read + Seek> Walker<R> {
+    fn bytes<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut b = [0u8; N];
+        self.r
+            .read_exact(&mut b)
+            .map_err(|_| format!("truncated element header at byte {}", self.pos))?;
+        self.pos += N as u64;
+        Ok(b)
+    }
+    fn skip(&mut self, n: u64) -> Result<(), String> {
+        self.r
+            .seek(SeekFrom::Current(n as i64))
+            .map_err(|e| e.to_string())?;
+        self.pos += n;
+        Ok(())
+    }
+}
+
+fn u16_of(b: [u8; 2], be: bool) -> u16 {
+    if be {
+        u16::from_be_bytes(b)
+    } else {
+        u16::from_le_bytes(b)
+    }
+}
+fn u32_of(b: [u8; 4], be: bool) -> u32 {
+    if be {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    }
+}
+
+/// VRs whose length field is 4 bytes (after 2 reserved bytes) in explicit VR.
+fn long_length(vr: [u8; 2]) -> bool {
+    matches!(
+        &vr,
+        b"OB"
+            | b"OD"
+            | b"OF"
+            | b"OL"
+            | b"OV"
+            | b"OW"
+            | b"SQ"
+            | b"SV"
+            | b"UC"
+            | b"UN"
+            | b"UR"
+            | b"UT"
+            | b"UV"
+    )
+}
+
+fn is_sequence_in_dictionary(tag: Tag) -> bool {
+    StandardDataDictionary
+        .by_tag(tag)
+        .is_some_and(|e| e.vr.relaxed() == VR::SQ)
+}
+
+/// Checks a Part 10 file (preamble + `DICM`, or `DICM` first): the file meta group, always
+/// explicit VR little endian, then the data set in the transfer syntax it names.
+pub(crate) fn check_part10(path: &Path, head: &[u8], header_only: bool) -> Result<(), String> {
+    let meta_start: u64 = if head.len() >= 132 && &head[128..132] == b"DICM" {
+        132
+    } else {
+        4
+    };
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    let mut r = BufReader::with_capacity(8192, f);
+    r.seek(SeekFrom::Start(meta_start))
+        .map_err(|e| e.to_string())?;
+    let mut w = Walker {
+        r,
+        pos: meta_start,
+        len,
+    };
+    let mut ts = String::new();
+    // Meta elements until the first one of another group.
+    while w.len - w.pos >= 8 {
+        let group = u16::from_le_bytes(w.bytes::<2>()?);
+        if group != 0x0002 {
+            w.r.seek(SeekFrom::Current(-2)).map_err(|e| e.to_string())?;
+            w.pos -= 2;
+            break;
+        }
+        let element = u16::from_le_bytes(w.bytes::<2>()?);
+        let vr = w.bytes::<2>()?;
+        let length = if long_length(vr) {
+            w.bytes::<2>()?;
+            u64::from(u32::from_le_bytes(w.bytes::<4>()?))
+        } else {
+            u64::from(u16::from_le_bytes(w.bytes::<2>()?))
+        };
+        if length > w.len - w.pos {
+            return Err(format!(
+                "file meta element (0002,{element:04X}) claims {length} bytes, but only {} remain in the file",
+                w.len - w.pos
+            ));
+        }
+        if element == 0x0010 && length <= 64 {
+            let mut v = vec![0u8; length as usize];
+            w.r.read_exact(&mut v).map_err(|e| e.to_string())?;
+            w.pos += length;
+            ts = String::from_utf8_lossy(&v).into_owned();
+        } else {
+            w.skip(length)?;
+        }
+    }
+    match Encoding::of(&ts) {
+        Some(enc) => check(w, enc, header_only),
+        None => Ok(()),
+    }
+}
+
+/// Checks the structure of the data set that starts at byte `start` of `path`.
+pub(crate) fn check_file(
+    path: &Path,
+    start: u64,
+    enc: Encoding,
+    header_only: bool,
+) -> Result<(), String> {
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    let mut r = BufReader::with_capacity(8192, f);
+    r.seek(SeekFrom::Start(start)).map_err(|e| e.to_string())?;
+    check(Walker { r, pos: start, len }, enc, header_only)
+}
+
+/// `header_only`: stop at the top-level Pixel Data, as the header pass reads no further.
+fn check<R: Read + Seek>(mut w: Walker<R>, enc: Encoding, header_only: bool) -> Result<(), String> {
+    let be = enc.big_endian;
+    let mut open: Vec<Open> = Vec::new();
+    // Nesting level of open encapsulated pixel data (0: none): its items are fragments.
+    let mut pixel_level = 0;
+    loop {
+        if open.len() < pixel_level {
+            pixel_level = 0;
+        }
+        // Close the containers that end here.
+        while let Some(o) = open.last() {
+            match o.end {
+                Some(end) if w.pos >= end => {
+                    if w.pos > end {
+                        return Err(format!(
+                            "an element runs past the end of its sequence or item (byte {end})"
+                        ));
+                    }
+                    open.pop();
+                }
+                _ => break,
+            }
+        }
+        if w.pos == w.len {
+            // Undefined-length containers left open at the end of the file: dicom-rs reports
+            // those itself; nothing was claimed beyond the file.
+            return Ok(());
+        }
+        if w.len - w.pos < 8 {
+            return Err(format!(
+                "truncated element header at byte {} of {}",
+                w.pos, w.len
+            ));
+        }
+        let at = w.pos;
+        let group = u16_of(w.bytes::<2>()?, be);
+        let element = u16_of(w.bytes::<2>()?, be);
+        let tag = Tag(group, element);
+        let (length, vr) = if group == 0xFFFE {
+            (u32_of(w.bytes::<4>()?, be), None)
+        } else if enc.explicit_vr {
+            let vr = w.bytes::<2>()?;
+            if long_length(vr) {
+                w.bytes::<2>()?;
+                (u32_of(w.bytes::<4>()?, be), Some(vr))
+            } else {
+                (u32::from(u16_of(w.bytes::<2>()?, be)), Some(vr))
+            }
+        } else {
+            (u32_of(w.bytes::<4>()?, be), None)
+        };
+        let remaining = w.len - w.pos;
+        let container_end = open.iter().rev().find_map(|o| o.end).unwrap_or(w.len);
+        let room = container_end.saturating_sub(w.pos).min(remaining);
+        match tag {
+            ITEM_END | SEQUENCE_END => {
+                if open.pop().is_none() {
+                    return Err(format!(
+                        "delimiter ({group:04X},{element:04X}) outside any sequence at byte {at}"
+                    ));
+                }
+                continue;
+            }
+            ITEM => {
+                let end = if length == UNDEFINED {
+                    None
+                } else if u64::from(length) > room {
+                    return Err(format!(
+                        "an item at byte {at} claims {length} bytes, but only {room} remain"
+                    ));
+                } else {
+                    Some(w.pos + u64::from(length))
+                };
+                // Items inside pixel data (fragments) hold bytes, not elements.
+                if pixel_level != 0 && pixel_level == open.len() {
+                    w.skip(u64::from(length))?;
+                    continue;
+                }
+                open.push(Open { end });
+                depth_ok(&open, at)?;
+                continue;
+            }
+            _ => {}
+        }
+        let sequence = match vr {
+            Some(v) => &v == b"SQ" || (length == UNDEFINED && &v == b"UN"),
+            None => length == UNDEFINED || is_sequence_in_dictionary(tag),
+        };
+        let pixel = tag == Tag(0x7FE0, 0x0010) && open.is_empty();
+        if pixel && header_only {
+            return Ok(());
+        }
+        if length == UNDEFINED && (sequence || pixel) {
+            open.push(Open { end: None });
+            if pixel {
+                pixel_level = open.len();
+            }
+            depth_ok(&open, at)?;
+            continue;
+        }
+        if length == UNDEFINED {
+            return Err(format!(
+                "element ({group:04X},{element:04X}) at byte {at} has an undefined length but is not a sequence"
+            ));
+        }
+        if u64::from(length) > room {
+            return Err(format!(
+                "element ({group:04X},{element:04X}) at byte {at} claims {length} bytes, but only {room} remain in the file{}",
+                if room < remaining {
+                    " (or its item)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if sequence {
+            open.push(Open {
+                end: Some(w.pos + u64::from(length)),
+            });
+            depth_ok(&open, at)?;
+        } else {
+            w.skip(u64::from(length))?;
+        }
+    }
+}
+
+fn depth_ok(open: &[Open], at: u64) -> Result<(), String> {
+    if open.len() > 2 * MAX_DEPTH {
+        return Err(format!(
+            "sequences nested deeper than {MAX_DEPTH} levels (at byte {at})"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn walk(bytes: Vec<u8>, explicit: bool) -> Result<(), String> {
+        let len = bytes.len() as u64;
+        check(
+            Walker {
+                r: Cursor::new(bytes),
+                pos: 0,
+                len,
+            },
+            Encoding {
+                explicit_vr: explicit,
+                big_endian: false,
+            },
+            false,
+        )
+    }
+
+    fn explicit(group: u16, element: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&group.to_le_bytes());
+        b.extend_from_slice(&element.to_le_bytes());
+        b.extend_from_slice(vr);
+        if long_length(*vr) {
+            b.extend_from_slice(&[0, 0]);
+            b.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        } else {
+            b.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        }
+        b.extend_from_slice(value);
+        b
+    }
+
+    /// `depth` sequences of undefined length, each with one undefined-length item.
+    fn nested(depth: usize, closed: bool) -> Vec<u8> {
+        let mut b = Vec::new();
+        for _ in 0..depth {
+            b.extend_from_slice(&[0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0]);
+            b.extend_from_slice(&UNDEFINED.to_le_bytes());
+            b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+            b.extend_from_slice(&UNDEFINED.to_le_bytes());
+        }
+        if closed {
+            for _ in 0..depth {
+                b.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+                b.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn plain_elements_pass() {
+        let mut b = explicit(0x0010, 0x0010, b"PN", b"Doe^J ");
+        b.extend(explicit(0x0028, 0x0010, b"US", &64u16.to_le_bytes()));
+        b.extend(explicit(0x7FE0, 0x0010, b"OW", &[0u8; 16]));
+        assert_eq!(walk(b, true), Ok(()));
+    }
+
+    #[test]
+    fn lying_lengths_are_refused_before_any_allocation() {
+        let mut b = explicit(0x0010, 0x0010, b"PN", b"Doe^J ");
+        b.extend_from_slice(&[0x09, 0x00, 0x10, 0x10, b'O', b'B', 0, 0]);
+        b.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        b.extend_from_slice(&[0u8; 32]);
+        let e = walk(b, true).unwrap_err();
+        assert!(e.contains("(0009,1010)") && e.contains("4294967280"), "{e}");
+        // Implicit VR: a PatientName claiming 4 GB.
+        let mut b = vec![0x10, 0x00, 0x10, 0x00];
+        b.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        b.extend_from_slice(b"Doe^J ");
+        assert!(walk(b, false).unwrap_err().contains("claims"));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        assert_eq!(walk(nested(10, true), true), Ok(()));
+        for closed in [true, false] {
+            let e = walk(nested(10_000, closed), true).unwrap_err();
+            assert!(e.contains("nested deeper"), "{e}");
+        }
+    }
+}

@@ -212,6 +212,10 @@ pub(crate) fn format_name(meta: &SeriesMeta, template: &str) -> String {
         };
         out.push_str(&sanitize_token(&tok));
     }
+    if meta.field_map_hz {
+        // dcm2niix's suffix for the field map of a GE B0 map series.
+        out.push_str("_fieldmaphz");
+    }
     let mut s = sanitize_token_long(&out);
     if s.is_empty() {
         s = "unnamed".into();
@@ -318,7 +322,12 @@ pub(crate) fn sidecar(m: &SeriesMeta, x: &SidecarExtra, opts: &DeidOptions) -> M
             .flat_map(|v| v.split('_').map(str::to_string).collect::<Vec<_>>())
             .filter(|v| !v.is_empty())
             .collect();
-        let class = super::scan::image_class(&m.image_type).to_ascii_uppercase();
+        // A field map in Hz is neither magnitude nor real: dcm2niix marks it FIELDMAPHZ.
+        let class = if m.field_map_hz {
+            "FIELDMAPHZ".to_string()
+        } else {
+            super::scan::image_class(&m.image_type).to_ascii_uppercase()
+        };
         if !it.contains(&class) {
             it.push(class);
         }
@@ -329,7 +338,21 @@ pub(crate) fn sidecar(m: &SeriesMeta, x: &SidecarExtra, opts: &DeidOptions) -> M
     put!("SliceThickness", f(m.slice_thickness));
     put!("SpacingBetweenSlices", f(m.spacing_between_slices));
     put!("EchoNumber", m.echo_number.map(|v| json!(v)));
-    put!("EchoTime", f(m.echo_time_ms.map(|v| v / 1000.0)));
+    match (m.field_map_hz, m.ge_velocity_encode_scale) {
+        // GE field map: the echo time difference is -1/(2π·VelocityEncodeScale).
+        (true, Some(ves)) if ves < 0.0 => {
+            let te = m.echo_time_ms.map(|v| v / 1000.0);
+            put!("EchoTime1", f(te));
+            put!(
+                "EchoTime2",
+                f(te.map(|t| t - 1.0 / (2.0 * std::f64::consts::PI * ves)))
+            );
+        }
+        _ => put!("EchoTime", f(m.echo_time_ms.map(|v| v / 1000.0))),
+    }
+    if m.field_map_hz {
+        put!("Units", Some(json!("Hz")));
+    }
     put!("RepetitionTime", f(x.repetition_time_s));
     put!(
         "RepetitionTimeExcitation",

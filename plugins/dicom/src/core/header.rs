@@ -50,6 +50,11 @@ pub(crate) struct SeriesMeta {
     pub pixel_representation: u16,
     pub number_of_frames: u32,
     pub mosaic: Option<u32>,
+    /// GE direct B0 field map: this image is the field map in Hz (the magnitude images of the
+    /// same series are not), by dcm2niix's rule (see `ge_field_map_hz`).
+    pub field_map_hz: bool,
+    /// GE VelocityEncodeScale (0019,10E2): negative on field maps, giving the two echo times.
+    pub ge_velocity_encode_scale: Option<f64>,
     pub csa_slice_normal: Option<[f64; 3]>,
     /// Siemens MosaicRefAcqTimes (ms), one per slice.
     pub mosaic_times_ms: Vec<f64>,
@@ -505,6 +510,38 @@ fn acquisition_keys(
     out
 }
 
+/// GE direct B0 field maps hold the field map (Hz) and a magnitude image in one series with
+/// the same ImageType. dcm2niix's rule: the pulse sequence is a B0 map ((0019,109C) contains
+/// `b0map`, or (0019,109E) is `B0map`), ImagesInAcquisition (0020,1002) and GE's
+/// LocationsInAcquisition (0021,104F) are both set and differ; then the first
+/// LocationsInAcquisition instances (times the zip factor, SliceThickness over
+/// SpacingBetweenSlices, when above 1) are the field map.
+fn ge_field_map_hz(o: &Obj, m: &SeriesMeta) -> bool {
+    let b0map = get_private_str(o, 0x0019, "GEMS_ACQU_01", 0x9C)
+        .is_some_and(|v| v.contains("b0map"))
+        || get_private_str(o, 0x0019, "GEMS_ACQU_01", 0x9E).is_some_and(|v| v == "B0map");
+    let images = get_int(o, tags::IMAGES_IN_ACQUISITION).filter(|v| *v > 0);
+    let locations = private_f64(o, 0x0021, "GEMS_RELA_01", 0x4F)
+        .map(|v| v as i64)
+        .filter(|v| *v > 0);
+    let (true, Some(images), Some(mut locations)) = (b0map, images, locations) else {
+        return false;
+    };
+    if images == locations {
+        return false;
+    }
+    if let (Some(t), Some(s)) = (
+        m.slice_thickness,
+        m.spacing_between_slices.filter(|s| *s > 0.0),
+    ) {
+        let zip = (t / s).round() as i64;
+        if zip > 1 {
+            locations *= zip;
+        }
+    }
+    get_int(o, tags::INSTANCE_NUMBER).is_some_and(|n| n <= locations)
+}
+
 fn get_private_str(o: &Obj, group: u16, creator: &str, elem: u8) -> Option<String> {
     let e = o.private_element(group, creator, elem).ok()?;
     let s = e.to_str().ok()?;
@@ -613,6 +650,10 @@ pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHea
     }
     let base_philips_ss = philips.then(|| philips_scale_slope(o)).flatten();
     let vendor = super::deid::normalize_manufacturer(m.manufacturer.as_deref().unwrap_or(""));
+    if vendor == "GE" {
+        m.field_map_hz = ge_field_map_hz(o, &m);
+        m.ge_velocity_encode_scale = private_f64(o, 0x0019, "GEMS_ACQU_01", 0xE2);
+    }
     m.readout = Readout {
         bandwidth_per_pixel_pe: (vendor == "Siemens")
             .then(|| private_f64(o, 0x0019, "SIEMENS MR HEADER", 0x28))

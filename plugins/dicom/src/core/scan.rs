@@ -296,7 +296,11 @@ fn split_key(e: &Entry) -> String {
         m.mosaic.map(|n| format!(" mosaic{n}")).unwrap_or_default(),
         m.samples_per_pixel,
         m.bits_allocated,
-        image_class(&m.image_type)
+        if m.field_map_hz {
+            "fieldmaphz"
+        } else {
+            image_class(&m.image_type)
+        }
     )
 }
 

@@ -56,6 +56,10 @@ pub(crate) struct SeriesMeta {
     /// GE VelocityEncodeScale (0019,10E2): negative on field maps, giving the two echo times.
     pub ge_velocity_encode_scale: Option<f64>,
     pub csa_slice_normal: Option<[f64; 3]>,
+    /// Tiles per row and rows of tiles when they are not ceil(√n) each (UIH grids).
+    pub mosaic_grid: Option<(u32, u32)>,
+    /// Per-slice positions of a UIH grid (0065,1051), LPS mm.
+    pub mosaic_positions: Vec<[f64; 3]>,
     /// Siemens MosaicRefAcqTimes (ms), one per slice.
     pub mosaic_times_ms: Vec<f64>,
     pub orientation: Option<[f64; 6]>,
@@ -727,6 +731,26 @@ pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHea
     if !is_mosaic || m.mosaic.is_some_and(|n| n <= 1) {
         m.mosaic = None;
     }
+    // UIH grid mosaics ("VFRAME", see dcm2niix's UIH/README.md): NumberOfImagesInGrid
+    // (0065,1050) slices tiled ceil(√n) columns by ceil(n / columns) rows, each slice's
+    // position in the items of (0065,1051), none at the top level.
+    if vendor == "UIH"
+        && let Some(n) = get_f64(o, Tag(0x0065, 0x1050))
+            .map(|v| v.round() as i64)
+            .filter(|n| (2..=4096).contains(n))
+    {
+        let n = n as u32;
+        let columns = (f64::from(n)).sqrt().ceil() as u32;
+        m.mosaic = Some(n);
+        m.mosaic_grid = Some((columns, n.div_ceil(columns)));
+        m.mosaic_positions = items(o, Tag(0x0065, 0x1051))
+            .map(|it| {
+                it.iter()
+                    .filter_map(|i| arr3(get_fvec(i, tags::IMAGE_POSITION_PATIENT)))
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
 
     let mut frames = Vec::new();
     let shared = first_item(o, Tag(0x5200, 0x9229));
@@ -842,7 +866,8 @@ pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHea
             m.echo_time_ms = frames.first().and_then(|f| f.echo_time_ms);
         }
     } else {
-        let pos = arr3(get_fvec(o, tags::IMAGE_POSITION_PATIENT));
+        let pos = arr3(get_fvec(o, tags::IMAGE_POSITION_PATIENT))
+            .or_else(|| m.mosaic_positions.first().copied());
         for i in 0..m.number_of_frames {
             frames.push(FrameInfo {
                 philips_scale_slope: base_philips_ss,

@@ -488,10 +488,15 @@ fn build_series(id: String, split_key: String, mut ents: Vec<Entry>) -> Series {
     let slice_vec;
 
     if let Some(n) = meta.mosaic {
-        // Siemens mosaic: each image is one volume of n slices.
-        let tiles = (n as f64).sqrt().ceil() as usize;
-        ni = cols / tiles;
-        nj = rows / tiles;
+        // Mosaic: each image is one volume of n slices, tiled left to right, top to bottom;
+        // Siemens uses a square grid, UIH ceil(√n) columns by ceil(n / columns) rows.
+        let square = (n as f64).sqrt().ceil() as usize;
+        let (tile_cols, tile_rows) = meta
+            .mosaic_grid
+            .map(|(c, r)| (c as usize, r as usize))
+            .unwrap_or((square, square));
+        ni = cols / tile_cols;
+        nj = rows / tile_rows;
         nk = n as usize;
         if let Some(sn) = meta.csa_slice_normal
             && norm(sn) > 0.0
@@ -499,8 +504,13 @@ fn build_series(id: String, split_key: String, mut ents: Vec<Entry>) -> Series {
             normal = sn.map(|v| v / norm(sn));
         }
         ents.sort_by_cached_key(time_key);
-        // Position of tile 0 = mosaic position shifted by half the size difference.
+        // Siemens: the position of tile 0 is the mosaic's, shifted by half the size
+        // difference. UIH gives each slice's own position.
+        let uih = meta.mosaic_grid.is_some();
         let shift = |p: [f64; 3]| -> [f64; 3] {
+            if uih {
+                return p;
+            }
             let dc = (cols - ni) as f64 / 2.0 * spacing[1];
             let dr = (rows - nj) as f64 / 2.0 * spacing[0];
             [
@@ -515,7 +525,12 @@ fn build_series(id: String, split_key: String, mut ents: Vec<Entry>) -> Series {
         }
         nt = frames.len();
         origin = frames[0].position.unwrap_or([0.0; 3]);
-        slice_vec = normal.map(|v| v * nominal_step);
+        slice_vec = match meta.mosaic_positions.as_slice() {
+            [first, .., last] if meta.mosaic_positions.len() == nk => {
+                [0, 1, 2].map(|r| (last[r] - first[r]) / (nk - 1) as f64)
+            }
+            _ => normal.map(|v| v * nominal_step),
+        };
         let pos: Vec<[f64; 3]> = frames.iter().filter_map(|f| f.position).collect();
         if pos
             .iter()

@@ -1,3 +1,4 @@
+#![allow(clippy::needless_range_loop)]
 //! UIH grid mosaics ("VFRAME"): each file tiles NumberOfImagesInGrid (0065,1050) slices in
 //! ceil(√n) columns by ceil(n / columns) rows (not a square grid), with each slice's position
 //! in the private sequence (0065,1051) and no top-level ImagePositionPatient (dcm2niix's

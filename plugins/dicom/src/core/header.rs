@@ -55,6 +55,10 @@ pub(crate) struct SeriesMeta {
     pub field_map_hz: bool,
     /// GE VelocityEncodeScale (0019,10E2): negative on field maps, giving the two echo times.
     pub ge_velocity_encode_scale: Option<f64>,
+    /// GE protocol data block (0025,101B), the keys slice timing needs.
+    pub ge_protocol: Option<GeProtocol>,
+    /// GE pulse sequence name (0019,109C), e.g. `epiRT`.
+    pub ge_pulse_sequence: Option<String>,
     pub csa_slice_normal: Option<[f64; 3]>,
     /// Tiles per row and rows of tiles when they are not ceil(√n) each (UIH grids).
     pub mosaic_grid: Option<(u32, u32)>,
@@ -100,6 +104,56 @@ pub(crate) struct Readout {
     pub partial_fourier: bool,
     /// Philips WaterFatShift (2001,1022), pixels.
     pub water_fat_shift: Option<f64>,
+}
+
+/// What GE's protocol data block (0025,101B) says about slice timing.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GeProtocol {
+    /// SLICEORDER: 0 sequential, otherwise interleaved.
+    pub slice_order: Option<i64>,
+    /// MBACCEL: multiband factor (0 or missing: none).
+    pub multiband: i64,
+    /// DELACQNOAV: group delay between volumes, seconds.
+    pub group_delay_s: f64,
+    /// IOPT: imaging options, e.g. "EPI, FMRI" or "MPh".
+    pub options: String,
+}
+
+/// Largest inflated protocol block read (real ones are a few KB).
+const GE_PROTOCOL_MAX: u64 = 1 << 20;
+
+/// The block is a 4-byte little-endian length, then gzip-compressed `KEY "value"` lines.
+fn ge_protocol(o: &Obj) -> Option<GeProtocol> {
+    let raw = o
+        .private_element(0x0025, "GEMS_SERS_01", 0x1B)
+        .ok()?
+        .to_bytes()
+        .ok()?;
+    let gz = raw.get(4..)?;
+    if !gz.starts_with(&[0x1f, 0x8b, 0x08]) {
+        return None;
+    }
+    let mut text = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .take(GE_PROTOCOL_MAX)
+        .read_to_end(&mut text)
+        .ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let value = |key: &str| -> Option<String> {
+        let at = text.find(&format!("\n{key} "))? + key.len() + 2;
+        let rest = text[at..].trim_start().strip_prefix('"')?;
+        Some(rest[..rest.find('"')?].to_string())
+    };
+    Some(GeProtocol {
+        slice_order: value("SLICEORDER").and_then(|v| v.trim().parse().ok()),
+        multiband: value("MBACCEL")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0),
+        group_delay_s: value("DELACQNOAV")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0),
+        options: value("IOPT").unwrap_or_default(),
+    })
 }
 
 /// Per-frame geometry/scaling/timing.
@@ -657,6 +711,8 @@ pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHea
     if vendor == "GE" {
         m.field_map_hz = ge_field_map_hz(o, &m);
         m.ge_velocity_encode_scale = private_f64(o, 0x0019, "GEMS_ACQU_01", 0xE2);
+        m.ge_protocol = ge_protocol(o);
+        m.ge_pulse_sequence = get_private_str(o, 0x0019, "GEMS_ACQU_01", 0x9C);
     }
     m.readout = Readout {
         bandwidth_per_pixel_pe: (vendor == "Siemens")

@@ -391,7 +391,8 @@ fn load_impl(
     let col = |c: usize| (a[0][c].powi(2) + a[1][c].powi(2) + a[2][c].powi(2)).sqrt();
     let (tr, tr_excitation) = volume_tr(series, &present);
     let slice_timing = (series.mosaic.is_some() && m.mosaic_times_ms.len() == nk)
-        .then(|| m.mosaic_times_ms.iter().map(|v| v / 1000.0).collect());
+        .then(|| m.mosaic_times_ms.iter().map(|v| v / 1000.0).collect())
+        .or_else(|| ge_slice_timing(m, nk, nt));
     let philips = present
         .first()
         .filter(|f| f.philips_scale_slope.is_some())
@@ -490,4 +491,48 @@ fn volume_tr(series: &Series, present: &[&FrameRef]) -> (f64, Option<f64>) {
         }
     }
     (tr, None)
+}
+
+/// GE slice times (seconds), as dcm2niix estimates them from the protocol data block for EPI
+/// fMRI (`epiRT`, or IOPT with FMRI) and multi-phase EPI: the TR (less the group delay)
+/// shared by the excitations, sequential or interleaved (even slices first) by SLICEORDER,
+/// repeating every ceil(slices / multiband) slices. Not for 3D, single-volume or diffusion
+/// series (dcm2niix leaves those out as well).
+fn ge_slice_timing(m: &super::header::SeriesMeta, nk: usize, nt: usize) -> Option<Vec<f64>> {
+    let p = m.ge_protocol.as_ref()?;
+    let tr_ms = m.repetition_time_ms?;
+    if nk < 2 || nt < 2 || m.mr_acquisition_type.as_deref() == Some("3D") {
+        return None;
+    }
+    if m.software_versions.as_deref().unwrap_or("").len() < 10 {
+        return None;
+    }
+    let epi_rt = m.ge_pulse_sequence.as_deref() == Some("epiRT") || p.options.contains("FMRI");
+    let multiphase = m.ge_pulse_sequence.as_deref() == Some("epi") || p.options.contains("MPh");
+    let group_delay_ms = p.group_delay_s * 1000.0;
+    let (interleaved, tr_ms) = if epi_rt {
+        (p.slice_order? != 0, tr_ms)
+    } else if multiphase && group_delay_ms >= -0.5 {
+        (p.slice_order? != 0, tr_ms + group_delay_ms.max(0.0))
+    } else {
+        return None;
+    };
+    let mb = p.multiband.max(1) as usize;
+    let mut excitations = nk.div_ceil(mb);
+    if mb > 1 && excitations % 2 == 0 {
+        excitations += 1;
+    }
+    let per_slice = (tr_ms - group_delay_ms.max(0.0)) / excitations as f64;
+    let odd_start = (excitations - 1) / 2;
+    let time = |i: usize| -> f64 {
+        let slot = if !interleaved {
+            i
+        } else if i % 2 == 0 {
+            i / 2
+        } else {
+            odd_start + i.div_ceil(2)
+        };
+        slot as f64 * per_slice / 1000.0
+    };
+    Some((0..nk).map(|i| time(i % excitations)).collect())
 }

@@ -519,7 +519,7 @@ fn ge_slice_timing(m: &super::header::SeriesMeta, nk: usize, nt: usize) -> Optio
     };
     let mb = p.multiband.max(1) as usize;
     let mut excitations = nk.div_ceil(mb);
-    if mb > 1 && excitations % 2 == 0 {
+    if mb > 1 && excitations.is_multiple_of(2) {
         excitations += 1;
     }
     let per_slice = (tr_ms - group_delay_ms.max(0.0)) / excitations as f64;

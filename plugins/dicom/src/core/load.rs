@@ -527,7 +527,7 @@ fn ge_slice_timing(m: &super::header::SeriesMeta, nk: usize, nt: usize) -> Optio
     let time = |i: usize| -> f64 {
         let slot = if !interleaved {
             i
-        } else if i % 2 == 0 {
+        } else if i.is_multiple_of(2) {
             i / 2
         } else {
             odd_start + i.div_ceil(2)

@@ -600,6 +600,71 @@ fn ge_field_map_hz(o: &Obj, m: &SeriesMeta) -> bool {
     get_int(o, tags::INSTANCE_NUMBER).is_some_and(|n| n <= locations)
 }
 
+/// Siemens keys: the protocol text's (see `phoenix`), the coil string when it is not the
+/// active elements, and the table position from the CSA image header (z negated, as dcm2niix).
+fn siemens_keys(o: &Obj, m: &SeriesMeta, sc: &Scope) -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let mut out = Vec::new();
+    let protocol = private_bytes(o, 0x0029, "SIEMENS CSA HEADER", 0x20)
+        .or_else(|| private_bytes(o, 0x0021, "SIEMENS MR SDS 01", 0x19));
+    if let Some(text) = protocol.as_deref().and_then(super::phoenix::ascconv) {
+        out.extend(super::phoenix::sidecar_keys(text));
+    }
+    let active = out
+        .iter()
+        .find(|(k, _)| *k == "ReceiveCoilActiveElements")
+        .and_then(|(_, v)| v.as_str().map(String::from))
+        .or_else(|| get_private_str(o, 0x0051, "SIEMENS MR HEADER", 0x0F));
+    let coil = get_private_str(o, 0x0051, "SIEMENS MR HEADER", 0x0F)
+        .or_else(|| sc.str(tags::RECEIVE_COIL_NAME));
+    if let Some(c) = coil.filter(|c| Some(c) != active.as_ref()) {
+        out.push(("CoilString", json!(c)));
+    }
+    if let Some(b) = private_bytes(o, 0x0029, "SIEMENS CSA HEADER", 0x10) {
+        let csa = csa::parse(&b);
+        let table: Vec<f64> = csa
+            .get("ImaRelTablePosition")
+            .map(|v| v.iter().filter_map(|s| s.trim().parse().ok()).collect())
+            .unwrap_or_default();
+        if table.len() >= 3 {
+            let z = if table[2] == 0.0 { 0.0 } else { -table[2] };
+            out.push(("TablePosition", json!([table[0], table[1], z])));
+        }
+    }
+    // XA: the image type as text (0021,1175), split like ImageType.
+    if let Some(t) = get_private_str(o, 0x0021, "SIEMENS MR SDS 01", 0x75) {
+        let parts: Vec<String> = t
+            .split(['\\', '_'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+        out.push(("ImageTypeText", json!(parts)));
+    }
+    let _ = m;
+    out
+}
+
+/// Keys dcm2niix derives from ImageType: NonlinearGradientCorrection (DIS2D/DIS3D: true, ND:
+/// false) and RawImage (false for DERIVED images).
+fn image_type_keys(image_type: &[String]) -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let has = |v: &str| image_type.iter().any(|t| t.eq_ignore_ascii_case(v));
+    let mut out = Vec::new();
+    if has("ND") {
+        out.push(("NonlinearGradientCorrection", json!(false)));
+    } else if has("DIS2D") || has("DIS3D") {
+        out.push(("NonlinearGradientCorrection", json!(true)));
+    }
+    if image_type
+        .first()
+        .is_some_and(|t| t.eq_ignore_ascii_case("DERIVED"))
+    {
+        out.push(("RawImage", json!(false)));
+    }
+    out
+}
+
 fn get_private_str(o: &Obj, group: u16, creator: &str, elem: u8) -> Option<String> {
     let e = o.private_element(group, creator, elem).ok()?;
     let s = e.to_str().ok()?;
@@ -741,6 +806,10 @@ pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHea
         &sc,
         &super::deid::normalize_manufacturer(m.manufacturer.as_deref().unwrap_or("")),
     );
+    if vendor == "Siemens" {
+        m.acquisition.extend(siemens_keys(o, &m, &sc));
+    }
+    m.acquisition.extend(image_type_keys(&m.image_type));
     let private_dims = private_dimensions(o);
     for (kw, g, e) in PHI_TAGS {
         if let Some(v) = get_str(o, Tag(*g, *e)) {

@@ -43,6 +43,7 @@ mod csa;
 mod deid;
 mod header;
 mod load;
+mod phoenix;
 mod scan;
 mod structure;
 

@@ -508,6 +508,12 @@ fn readout_keys(
         out.push(("EstimatedEffectiveEchoSpacing", json!(trt / (n - 1.0))));
         out.push(("EstimatedTotalReadoutTime", json!(trt)));
     }
+    if let Some(flipped) = r.ge_flipped {
+        out.push((
+            "PhaseEncodingPolarityGE",
+            json!(if flipped { "Flipped" } else { "Unflipped" }),
+        ));
+    }
     // Only 2D acquisitions get a direction (dcm2niix leaves it out for 3D); rows are flipped
     // on the way to NIfTI, so a positive column direction is j-.
     if let (Some(col), Some(pos)) = (pe_col, r.pe_positive)

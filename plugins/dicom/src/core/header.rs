@@ -104,6 +104,44 @@ pub(crate) struct Readout {
     pub partial_fourier: bool,
     /// Philips WaterFatShift (2001,1022), pixels.
     pub water_fat_shift: Option<f64>,
+    /// GE phase-encoding polarity: `Some(true)` flipped (see `ge_polarity_flipped`).
+    pub ge_flipped: Option<bool>,
+}
+
+/// GE's phase-encoding polarity, as dcm2niix reads it: RectilinearPhaseEncodeReordering
+/// (0018,9034) when present (LINEAR: flipped, REVERSE_LINEAR: unflipped); else, for EPI, bit
+/// 0x0004 of a flag in the user-defined data (0043,102A), inverted when the slices were
+/// acquired bottom-up.
+fn ge_polarity_flipped(o: &Obj, sc: &Scope) -> Option<bool> {
+    if let Some(r) = sc.str(tags::RECTILINEAR_PHASE_ENCODE_REORDERING) {
+        return match r.as_bytes().first() {
+            Some(b'L') => Some(true),
+            Some(b'R') => Some(false),
+            _ => None,
+        };
+    }
+    let raw = private_bytes(o, 0x0043, "GEMS_PARM_01", 0x2A)?;
+    let u16_at =
+        |at: usize| -> Option<u16> { Some(u16::from_le_bytes([*raw.get(at)?, *raw.get(at + 1)?])) };
+    let offset = usize::from(u16_at(24)?);
+    if raw.len() < offset + 916 {
+        return None;
+    }
+    let version = f32::from_le_bytes(raw.get(offset..offset + 4)?.try_into().ok()?);
+    if !(5.0..=40.0).contains(&version) {
+        return None;
+    }
+    let (hdr, kydir) = if version >= 25.002 {
+        (offset + 0x4c, 0x394 - 0x8c)
+    } else {
+        (offset, 0x394)
+    };
+    if u16_at(hdr + 0x3a)? & 0x800 == 0 {
+        return None; // not EPI
+    }
+    let flipped = u16_at(hdr + 0x30)? & 0x0004 != 0;
+    let bottom_up = u16_at(hdr + kydir)? == 2;
+    Some(flipped != bottom_up)
 }
 
 /// What GE's protocol data block (0025,101B) says about slice timing.
@@ -800,7 +838,13 @@ pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHea
         water_fat_shift: (vendor == "Philips")
             .then(|| private_f64(o, 0x2001, "Philips Imaging DD 001", 0x22))
             .flatten(),
+        ge_flipped: (vendor == "GE")
+            .then(|| ge_polarity_flipped(o, &sc))
+            .flatten(),
     };
+    if let Some(flipped) = m.readout.ge_flipped {
+        m.readout.pe_positive = Some(!flipped);
+    }
     m.acquisition = acquisition_keys(
         o,
         &sc,

@@ -47,6 +47,7 @@ pub(crate) struct SeriesMeta {
     pub cols: u32,
     pub samples_per_pixel: u16,
     pub bits_allocated: u16,
+    pub bits_stored: u16,
     pub pixel_representation: u16,
     pub number_of_frames: u32,
     pub mosaic: Option<u32>,
@@ -221,11 +222,14 @@ pub(crate) struct FileHeader {
     pub instance_number: Option<i64>,
     pub meta: SeriesMeta,
     pub frames: Vec<FrameInfo>,
+    /// Where the native pixel data lie (set by the header pass).
+    pub pixel: Option<super::structure::PixelSpan>,
 }
 
 /// Outcome of trying to open a path as DICOM.
 pub(crate) enum Opened {
-    Dicom(Box<DefaultDicomObject>),
+    /// The object, and where its native pixel data lie (see `structure::PixelSpan`).
+    Dicom(Box<DefaultDicomObject>, Option<super::structure::PixelSpan>),
     NotDicom(String),
 }
 
@@ -256,14 +260,14 @@ pub(crate) fn open(path: &Path, header_only: bool) -> Result<Opened> {
     let (magic, head) = has_magic(path).map_err(|e| err(e.to_string()))?;
     if magic {
         // Lengths and nesting checked before dicom-rs allocates or recurses (see `structure`).
-        super::structure::check_part10(path, &head, header_only).map_err(err)?;
+        let span = super::structure::check_part10(path, &head, header_only).map_err(err)?;
         let mut opts = OpenFileOptions::new();
         if header_only {
             opts = opts.read_until(tags::PIXEL_DATA);
         }
         return opts
             .open_file(path)
-            .map(|o| Opened::Dicom(Box::new(o)))
+            .map(|o| Opened::Dicom(Box::new(o), span))
             .map_err(|e| err(error_chain(&e)));
     }
     // Raw data set (no file meta): must start with a group 0x0008 element.
@@ -278,9 +282,9 @@ pub(crate) fn open(path: &Path, header_only: bool) -> Result<Opened> {
         entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
     ] {
         let enc = super::structure::Encoding::of(ts.uid()).expect("not deflated");
-        if super::structure::check_file(path, 0, enc, header_only).is_err() {
+        let Ok(span) = super::structure::check_file(path, 0, enc, header_only) else {
             continue;
-        }
+        };
         let Ok(obj) = InMemDicomObject::read_dataset_with_ts(&bytes[..], &ts) else {
             continue;
         };
@@ -298,7 +302,7 @@ pub(crate) fn open(path: &Path, header_only: bool) -> Result<Opened> {
             .transfer_syntax(ts.uid())
             .build()
             .map_err(|e| err(e.to_string()))?;
-        return Ok(Opened::Dicom(Box::new(obj.with_exact_meta(meta))));
+        return Ok(Opened::Dicom(Box::new(obj.with_exact_meta(meta)), span));
     }
     Ok(Opened::NotDicom(
         "not a DICOM file (no DICM magic, not a raw data set)".into(),
@@ -768,6 +772,7 @@ pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHea
         cols: cols.max(0) as u32,
         samples_per_pixel: get_int(o, tags::SAMPLES_PER_PIXEL).unwrap_or(1) as u16,
         bits_allocated: get_int(o, tags::BITS_ALLOCATED).unwrap_or(16) as u16,
+        bits_stored: get_int(o, tags::BITS_STORED).unwrap_or(0) as u16,
         pixel_representation: get_int(o, tags::PIXEL_REPRESENTATION).unwrap_or(0) as u16,
         number_of_frames: get_int(o, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32,
         orientation: arr6(get_fvec(o, tags::IMAGE_ORIENTATION_PATIENT)),
@@ -1059,5 +1064,6 @@ pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHea
         instance_number: get_int(o, tags::INSTANCE_NUMBER),
         meta: m,
         frames,
+        pixel: None,
     })
 }

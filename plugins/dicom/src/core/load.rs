@@ -37,7 +37,7 @@ fn decode_file(path: &Path, ts: &str, series: &Series) -> Result<Decoded> {
         other => other,
     })?;
     let obj = match opened {
-        Opened::Dicom(o) => o,
+        Opened::Dicom(o, _) => o,
         Opened::NotDicom(r) => {
             return Err(DicomError::Read {
                 path: path.to_path_buf(),
@@ -135,6 +135,74 @@ fn decode_file(path: &Path, ts: &str, series: &Series) -> Result<Decoded> {
     Ok(Decoded { samples, frame_len })
 }
 
+/// Native little-endian grey pixel data read straight from where the header pass found them,
+/// without parsing the file again; `None` when the file needs the full decoder (compressed,
+/// big endian, colour, float, 32-bit).
+fn read_native(f: &FrameRef, series: &Series) -> Option<Result<Decoded>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let m = &series.meta;
+    let span = f.pixel?;
+    let native_le = matches!(
+        f.transfer_syntax.as_str(),
+        "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1"
+    );
+    let bytes = match m.bits_allocated {
+        8 => 1,
+        16 => 2,
+        _ => return None,
+    };
+    if !native_le || m.samples_per_pixel != 1 || m.sop_class.contains("1.2.840.10008.5.1.4.1.1.30")
+    {
+        return None;
+    }
+    let derr = |message: String| DicomError::Decode {
+        path: f.path.clone(),
+        transfer_syntax: f.transfer_syntax.clone(),
+        message,
+    };
+    let npix = m.rows as usize * m.cols as usize;
+    let need = npix * bytes * f.frames_in_file.max(1) as usize;
+    if (span.len as usize) < need {
+        return Some(Err(derr(format!(
+            "pixel data too short: {} bytes for {} frame(s) of {}x{} at {} bits",
+            span.len, f.frames_in_file, m.cols, m.rows, m.bits_allocated
+        ))));
+    }
+    let mut raw = vec![0u8; need];
+    let read = std::fs::File::open(&f.path)
+        .and_then(|mut file| {
+            file.seek(SeekFrom::Start(span.offset))?;
+            file.read_exact(&mut raw)
+        })
+        .map_err(|e| {
+            derr(format!(
+                "pixel data truncated: the file ends before its {need} bytes of pixel data ({e})"
+            ))
+        });
+    if let Err(e) = read {
+        return Some(Err(e));
+    }
+    let signed = m.pixel_representation == 1;
+    let stored = if m.bits_stored == 0 {
+        m.bits_allocated
+    } else {
+        m.bits_stored.min(m.bits_allocated)
+    };
+    let shift = 64 - u32::from(stored);
+    let extend = |v: i64| if signed { (v << shift) >> shift } else { v };
+    let samples: Vec<i64> = if bytes == 1 {
+        raw.iter().map(|&b| extend(i64::from(b))).collect()
+    } else {
+        raw.chunks_exact(2)
+            .map(|c| extend(i64::from(u16::from_le_bytes([c[0], c[1]]))))
+            .collect()
+    };
+    Some(Ok(Decoded {
+        samples: Samples::Int(samples),
+        frame_len: npix,
+    }))
+}
+
 /// How Philips images that carry a private scale slope (MRScaleSlope, 2005,100E) are scaled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum PhilipsScaling {
@@ -204,13 +272,19 @@ fn load_impl(
     let [ni, nj, nk, nt] = series.dims;
     let m = &series.meta;
     // Unique files → decode in parallel.
-    let mut files: BTreeMap<&PathBuf, &str> = BTreeMap::new();
+    let mut files: BTreeMap<&PathBuf, &FrameRef> = BTreeMap::new();
     for f in &series.frames {
-        files.insert(&f.path, &f.transfer_syntax);
+        files.insert(&f.path, f);
     }
     let decoded: Vec<(PathBuf, Result<Decoded>)> = files
         .par_iter()
-        .map(|(p, ts)| ((*p).clone(), decode_file(p, ts, series)))
+        .map(|(p, f)| {
+            let d = match read_native(f, series) {
+                Some(r) => r,
+                None => decode_file(p, &f.transfer_syntax, series),
+            };
+            ((*p).clone(), d)
+        })
         .collect();
     let mut ok: BTreeMap<PathBuf, Decoded> = BTreeMap::new();
     let mut failures = Vec::new();

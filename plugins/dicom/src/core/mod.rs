@@ -157,6 +157,11 @@ pub struct FrameRef {
     pub rescale_intercept: f64,
     /// Philips MRScaleSlope (2005,100E), per frame for enhanced files.
     pub philips_scale_slope: Option<f64>,
+    /// Where the file's native pixel data lie, from the header pass: read straight into the
+    /// volume, without a second parse.
+    pub(crate) pixel: Option<structure::PixelSpan>,
+    /// Frames the file holds.
+    pub frames_in_file: u32,
     /// AcquisitionTime (or frame acquisition time), seconds; used for ordering.
     pub acquisition_time: Option<f64>,
     /// TemporalPositionIdentifier / TemporalPositionIndex.

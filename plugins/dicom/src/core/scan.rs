@@ -133,8 +133,8 @@ fn read_header(path: &Path) -> Outcome {
     {
         return Outcome::Skip("DICOMDIR (media directory, no image)".into());
     }
-    let obj = match header::open(path, true) {
-        Ok(Opened::Dicom(o)) => o,
+    let (obj, pixel) = match header::open(path, true) {
+        Ok(Opened::Dicom(o, pixel)) => (o, pixel),
         Ok(Opened::NotDicom(r)) => return Outcome::Skip(r),
         Err(e) => return Outcome::Err(e),
     };
@@ -148,7 +148,7 @@ fn read_header(path: &Path) -> Outcome {
     }
     let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX);
     let h = match header::extract(&obj, file_len) {
-        Ok(h) => h,
+        Ok(h) => FileHeader { pixel, ..h },
         Err(e) if e.contains("Rows") => {
             return Outcome::Skip(format!("DICOM object without an image: {e}"));
         }
@@ -448,6 +448,8 @@ fn to_frame_ref(e: &Entry, pos: Option<[f64; 3]>) -> FrameRef {
         rescale_slope: e.f.slope,
         rescale_intercept: e.f.intercept,
         philips_scale_slope: e.f.philips_scale_slope,
+        pixel: e.h.pixel,
+        frames_in_file: e.h.frames.len() as u32,
         acquisition_time: e.f.acq_time,
         temporal_position: e.f.temporal,
         acquisition_number: e.h.meta.acquisition_number,

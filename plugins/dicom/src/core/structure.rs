@@ -121,7 +121,11 @@ fn is_sequence_in_dictionary(tag: Tag) -> bool {
 
 /// Checks a Part 10 file (preamble + `DICM`, or `DICM` first): the file meta group, always
 /// explicit VR little endian, then the data set in the transfer syntax it names.
-pub(crate) fn check_part10(path: &Path, head: &[u8], header_only: bool) -> Result<(), String> {
+pub(crate) fn check_part10(
+    path: &Path,
+    head: &[u8],
+    header_only: bool,
+) -> Result<Option<PixelSpan>, String> {
     let meta_start: u64 = if head.len() >= 132 && &head[128..132] == b"DICM" {
         132
     } else {
@@ -171,7 +175,7 @@ pub(crate) fn check_part10(path: &Path, head: &[u8], header_only: bool) -> Resul
     }
     match Encoding::of(&ts) {
         Some(enc) => check(w, enc, header_only),
-        None => Ok(()),
+        None => Ok(None),
     }
 }
 
@@ -181,7 +185,7 @@ pub(crate) fn check_file(
     start: u64,
     enc: Encoding,
     header_only: bool,
-) -> Result<(), String> {
+) -> Result<Option<PixelSpan>, String> {
     let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     let mut r = BufReader::with_capacity(8192, f);
@@ -189,8 +193,22 @@ pub(crate) fn check_file(
     check(Walker { r, pos: start, len }, enc, header_only)
 }
 
+/// Where a file's native (defined-length) top-level Pixel Data value lies: byte offset and
+/// length, so it can be read straight into a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PixelSpan {
+    pub offset: u64,
+    pub len: u64,
+}
+
 /// `header_only`: stop at the top-level Pixel Data, as the header pass reads no further.
-fn check<R: Read + Seek>(mut w: Walker<R>, enc: Encoding, header_only: bool) -> Result<(), String> {
+/// Returns where a defined-length top-level Pixel Data value lies, when there is one.
+fn check<R: Read + Seek>(
+    mut w: Walker<R>,
+    enc: Encoding,
+    header_only: bool,
+) -> Result<Option<PixelSpan>, String> {
+    let mut span = None;
     let be = enc.big_endian;
     let mut open: Vec<Open> = Vec::new();
     // Nesting level of open encapsulated pixel data (0: none): its items are fragments.
@@ -216,7 +234,7 @@ fn check<R: Read + Seek>(mut w: Walker<R>, enc: Encoding, header_only: bool) -> 
         if w.pos == w.len {
             // Undefined-length containers left open at the end of the file: dicom-rs reports
             // those itself; nothing was claimed beyond the file.
-            return Ok(());
+            return Ok(span);
         }
         if w.len - w.pos < 8 {
             return Err(format!(
@@ -279,8 +297,14 @@ fn check<R: Read + Seek>(mut w: Walker<R>, enc: Encoding, header_only: bool) -> 
             None => length == UNDEFINED || is_sequence_in_dictionary(tag),
         };
         let pixel = tag == Tag(0x7FE0, 0x0010) && open.is_empty();
+        if pixel && length != UNDEFINED {
+            span = Some(PixelSpan {
+                offset: w.pos,
+                len: u64::from(length),
+            });
+        }
         if pixel && header_only {
-            return Ok(());
+            return Ok(span);
         }
         if length == UNDEFINED && (sequence || pixel) {
             open.push(Open { end: None });
@@ -344,6 +368,7 @@ mod tests {
             },
             false,
         )
+        .map(|_| ())
     }
 
     fn explicit(group: u16, element: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
@@ -384,7 +409,15 @@ mod tests {
         let mut b = explicit(0x0010, 0x0010, b"PN", b"Doe^J ");
         b.extend(explicit(0x0028, 0x0010, b"US", &64u16.to_le_bytes()));
         b.extend(explicit(0x7FE0, 0x0010, b"OW", &[0u8; 16]));
-        assert_eq!(walk(b, true), Ok(()));
+        assert_eq!(walk(b.clone(), true), Ok(()));
+        // The pixel data's place is found for the direct read.
+        let len = b.len() as u64;
+        let span = check(
+            Walker { r: Cursor::new(b), pos: 0, len },
+            Encoding { explicit_vr: true, big_endian: false },
+            true,
+        );
+        assert_eq!(span, Ok(Some(PixelSpan { offset: len - 16, len: 16 })));
     }
 
     #[test]

@@ -85,6 +85,15 @@ pub fn pipeline(req: &Request) -> Result<PipelineFile> {
     if req.inputs.is_empty() {
         bail!("convert needs at least one input");
     }
+    // Pipeline parameters are strings: a lossy name would be "no such file" for a file that is
+    // there (exit 1), so say what is wrong instead (a folder walk reaches such files).
+    if let Some(p) = req.inputs.iter().find(|p| p.to_str().is_none()) {
+        bail!(
+            "{}: the path is not valid UTF-8, which pipeline parameters cannot hold; pass the \
+             folder holding it (folders are walked) or rename it",
+            p.display()
+        );
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(2);

@@ -39,10 +39,55 @@ fn walk(
     failed.map_or(Ok(()), Err)
 }
 
+/// A pattern with `**`: the glob crate's own recursion follows symlinked folders without end
+/// (`self -> .` gives `self/self/self/...`), so the folder above the first wildcard is walked
+/// with the loop-safe [`Walker`] instead, and each file is kept when it, or a folder above it,
+/// matches the pattern.
+fn recursive_glob(
+    walker: &mut Walker,
+    p: &str,
+    accept: &dyn Fn(&Path) -> bool,
+    out: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let pattern = glob::Pattern::new(p).with_context(|| format!("{p}: bad glob pattern"))?;
+    let mut base = PathBuf::new();
+    for c in Path::new(p).components() {
+        if c.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+            break;
+        }
+        base.push(c);
+    }
+    if base.as_os_str().is_empty() {
+        base.push(".");
+    }
+    if !base.is_dir() {
+        return Ok(());
+    }
+    let mut found = Vec::new();
+    walk(walker, &base, &|_| true, &mut found)?;
+    let strip_dot = |q: &Path| {
+        q.strip_prefix(".")
+            .map(Path::to_path_buf)
+            .unwrap_or(q.to_path_buf())
+    };
+    let matches = |q: &Path| pattern.matches_path(q) || pattern.matches_path(&strip_dot(q));
+    out.extend(found.into_iter().filter(|f| {
+        let above = || {
+            f.ancestors()
+                .skip(1)
+                .take_while(|a| *a != base)
+                .any(matches)
+        };
+        accept(f) && (matches(f) || above())
+    }));
+    Ok(())
+}
+
 /// Expands paths into a sorted, de-duplicated file list. Files named explicitly are always kept;
 /// files found in folders or by globs are kept when `accept` says so. Hidden files and folders
 /// are skipped. Symlinked folders are followed, each real folder once (a loop such as
-/// `up -> ..` ends). A path that does not exist, or a glob that matches nothing, is an error.
+/// `up -> ..` ends), under a `**` pattern too. A path that does not exist, or a glob that matches
+/// nothing, is an error.
 pub fn expand_inputs(paths: &[String], accept: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut walker = Walker::new();
@@ -52,6 +97,12 @@ pub fn expand_inputs(paths: &[String], accept: impl Fn(&Path) -> bool) -> Result
             out.push(path.to_path_buf());
         } else if path.is_dir() {
             walk(&mut walker, path, &accept, &mut out)?;
+        } else if p.contains("**") {
+            let before = out.len();
+            recursive_glob(&mut walker, p, &accept, &mut out)?;
+            if out.len() == before {
+                bail!("{p}: the pattern matches no file");
+            }
         } else if p.contains(['*', '?', '[']) {
             let before = out.len();
             for m in glob::glob(p).with_context(|| format!("{p}: bad glob pattern"))? {
@@ -90,6 +141,25 @@ mod tests {
         let files = expand_inputs(&[root.display().to_string()], |_| true).unwrap();
         let names: Vec<_> = files.iter().map(|p| p.file_name().unwrap()).collect();
         assert_eq!(names, ["t1.nii"], "{files:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_recursive_glob_over_symlink_loops_ends_and_lists_each_file_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("scans");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("t1.nii"), b"x").unwrap();
+        std::fs::write(root.join("sub/t2.nii"), b"x").unwrap();
+        std::fs::write(root.join("sub/notes.txt"), b"x").unwrap();
+        std::os::unix::fs::symlink("..", root.join("up")).unwrap();
+        std::os::unix::fs::symlink(".", root.join("self")).unwrap();
+        let pattern = format!("{}/**/*.nii", root.display());
+        let files = expand_inputs(&[pattern], |_| true).unwrap();
+        let names: Vec<_> = files.iter().map(|p| p.file_name().unwrap()).collect();
+        assert_eq!(names, ["t2.nii", "t1.nii"], "{files:?}"); // sorted: sub/ first
+        let e = expand_inputs(&[format!("{}/**/*.dcm", root.display())], |_| true).unwrap_err();
+        assert!(e.to_string().contains("matches no file"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary, real plugin libraries, real data.
 
 mod augment;
+mod corrupt;
 mod dicom;
 mod diffusion;
 mod engine_behaviour;

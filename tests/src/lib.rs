@@ -144,3 +144,4 @@ pub fn output(cmd: &mut Command) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+pub mod corrupt;

@@ -413,11 +413,24 @@ mod tests {
         // The pixel data's place is found for the direct read.
         let len = b.len() as u64;
         let span = check(
-            Walker { r: Cursor::new(b), pos: 0, len },
-            Encoding { explicit_vr: true, big_endian: false },
+            Walker {
+                r: Cursor::new(b),
+                pos: 0,
+                len,
+            },
+            Encoding {
+                explicit_vr: true,
+                big_endian: false,
+            },
             true,
         );
-        assert_eq!(span, Ok(Some(PixelSpan { offset: len - 16, len: 16 })));
+        assert_eq!(
+            span,
+            Ok(Some(PixelSpan {
+                offset: len - 16,
+                len: 16
+            }))
+        );
     }
 
     #[test]

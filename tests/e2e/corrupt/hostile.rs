@@ -89,7 +89,7 @@ fn corrupt_decompression_bombs_stay_within_the_memory_budget() {
     let mut deflated = dicom_meta("1.2.840.10008.1.2.1.99");
     let mut body = explicit_le(8, 0x60, b"CS", b"MR");
     body.extend([0x09, 0x00, 0x10, 0x10, b'O', b'B', 0, 0]);
-    body.extend(((256u32 << 20) as u32).to_le_bytes());
+    body.extend((256u32 << 20).to_le_bytes());
     let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut enc, &body).unwrap();
     let zeros = vec![0u8; 1 << 20];

@@ -5,6 +5,13 @@
 //! Generation is pure: `(source bytes, family, parameters) -> bytes`. The e2e test
 //! (`tests/e2e/corrupt.rs`) writes each case into its own folder and checks the outcome.
 
+// Test-corpus generator code: kept close to the byte layouts it writes.
+#![allow(
+    clippy::collapsible_if,
+    clippy::manual_contains,
+    clippy::type_complexity,
+    clippy::should_implement_trait
+)]
 use std::io::{Read, Write};
 
 mod dicom;

@@ -798,7 +798,7 @@ pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHea
     };
     if u64::from(m.number_of_frames).saturating_mul(min_frame_bytes) > file_len {
         return Err(format!(
-            "NumberOfFrames (0028,0008) claims {} frames, more than the file's {file_len} bytes can hold",
+            "truncated file, or a lying NumberOfFrames (0028,0008): {} frame(s) of at least {min_frame_bytes} bytes need more than the file's {file_len} bytes",
             m.number_of_frames
         ));
     }

@@ -105,13 +105,27 @@ fn truncated_and_corrupt_files_reported_rest_converted() {
             .unwrap()
             .clone()
     };
-    // One GE image cut inside its header, one cut inside its pixel data.
+    // One GE image cut inside its header; one cut inside its pixel data after the scan (a
+    // file that changes between the header pass and decoding), below.
     let in_header = file("-00150.dcm");
     let bytes = std::fs::read(&in_header).unwrap();
     std::fs::write(&in_header, &bytes[..600]).unwrap();
     let in_pixels = file("-00001.dcm");
-    let bytes = std::fs::read(&in_pixels).unwrap();
-    std::fs::write(&in_pixels, &bytes[..bytes.len() - 3000]).unwrap();
+    let pixels_bytes = std::fs::read(&in_pixels).unwrap();
+    // Cut before the scan, the header pass already refuses it, naming the file.
+    let early = tmp.path().join("early/cut.dcm");
+    std::fs::create_dir_all(early.parent().unwrap()).unwrap();
+    std::fs::write(&early, &pixels_bytes[..pixels_bytes.len() - 3000]).unwrap();
+    let early_rep = scan(std::slice::from_ref(&early));
+    assert!(early_rep.series.is_empty());
+    let early_msgs: Vec<String> = early_rep.errors.iter().map(|e| e.to_string()).collect();
+    assert!(
+        early_msgs.len() == 1
+            && early_msgs[0].contains("cut.dcm")
+            && early_msgs[0].contains("7FE0,0010"),
+        "{early_msgs:?}"
+    );
+    std::fs::remove_dir_all(early.parent().unwrap()).unwrap();
     // A corrupt header: DICM magic followed by garbage.
     let mut bad = vec![0u8; 128];
     bad.extend_from_slice(b"DICM");
@@ -119,6 +133,7 @@ fn truncated_and_corrupt_files_reported_rest_converted() {
     std::fs::write(tmp.path().join("mosaic/corrupt.dcm"), bad).unwrap();
 
     let rep = scan(&[tmp.path().to_path_buf()]);
+    std::fs::write(&in_pixels, &pixels_bytes[..pixels_bytes.len() - 3000]).unwrap();
     let msgs: Vec<String> = rep.errors.iter().map(|e| e.to_string()).collect();
     assert_eq!(msgs.len(), 2, "{msgs:?}");
     assert!(msgs.iter().any(|m| m.contains("corrupt.dcm")), "{msgs:?}");

@@ -714,6 +714,15 @@ fn get_private_str(o: &Obj, group: u16, creator: &str, elem: u8) -> Option<Strin
     (!s.is_empty()).then(|| s.to_string())
 }
 
+/// `value` when it lies in `lo..=hi`; otherwise an error that names the element.
+fn in_range(name: &str, value: i64, lo: i64, hi: i64) -> Result<i64, String> {
+    if (lo..=hi).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{name} is {value}: outside {lo}..={hi}"))
+    }
+}
+
 /// Extract everything needed from a (header-only) object.
 pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHeader, String> {
     let ts = obj
@@ -726,6 +735,27 @@ pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHea
         .unwrap_or_else(|| obj.meta().media_storage_sop_instance_uid().to_string());
     let rows = get_int(o, tags::ROWS).ok_or("missing Rows (0028,0010): not an image")?;
     let cols = get_int(o, tags::COLUMNS).ok_or("missing Columns (0028,0011)")?;
+    // US values: anything outside their range is a damaged header, not a value to wrap.
+    let rows = in_range("Rows (0028,0010)", rows, 1, 0xFFFF)? as u32;
+    let cols = in_range("Columns (0028,0011)", cols, 1, 0xFFFF)? as u32;
+    let frames = in_range(
+        "NumberOfFrames (0028,0008)",
+        get_int(o, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1),
+        1,
+        i64::from(u32::MAX),
+    )? as u32;
+    let samples_per_pixel = in_range(
+        "SamplesPerPixel (0028,0002)",
+        get_int(o, tags::SAMPLES_PER_PIXEL).unwrap_or(1),
+        1,
+        4,
+    )? as u16;
+    let bits_allocated = in_range(
+        "BitsAllocated (0028,0100)",
+        get_int(o, tags::BITS_ALLOCATED).unwrap_or(16),
+        1,
+        64,
+    )? as u16;
     let sc = Scope::of(o);
     let mut m = SeriesMeta {
         series_uid: get_str(o, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
@@ -768,13 +798,15 @@ pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHea
         pixel_bandwidth: sc.f64(tags::PIXEL_BANDWIDTH),
         photometric: get_str(o, tags::PHOTOMETRIC_INTERPRETATION)
             .unwrap_or_else(|| "MONOCHROME2".into()),
-        rows: rows.max(0) as u32,
-        cols: cols.max(0) as u32,
-        samples_per_pixel: get_int(o, tags::SAMPLES_PER_PIXEL).unwrap_or(1) as u16,
-        bits_allocated: get_int(o, tags::BITS_ALLOCATED).unwrap_or(16) as u16,
-        bits_stored: get_int(o, tags::BITS_STORED).unwrap_or(0) as u16,
-        pixel_representation: get_int(o, tags::PIXEL_REPRESENTATION).unwrap_or(0) as u16,
-        number_of_frames: get_int(o, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32,
+        rows,
+        cols,
+        samples_per_pixel,
+        bits_allocated,
+        bits_stored: get_int(o, tags::BITS_STORED).unwrap_or(0).clamp(0, 64) as u16,
+        pixel_representation: get_int(o, tags::PIXEL_REPRESENTATION)
+            .unwrap_or(0)
+            .clamp(0, 1) as u16,
+        number_of_frames: frames,
         orientation: arr6(get_fvec(o, tags::IMAGE_ORIENTATION_PATIENT)),
         pixel_spacing: arr2(get_fvec(o, tags::PIXEL_SPACING))
             .or_else(|| arr2(get_fvec(o, tags::IMAGER_PIXEL_SPACING))),

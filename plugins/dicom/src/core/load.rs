@@ -45,8 +45,13 @@ fn decode_file(path: &Path, ts: &str, series: &Series) -> Result<Decoded> {
             });
         }
     };
-    let dec = obj
-        .decode_pixel_data()
+    check_stream_size(&obj, &series.meta).map_err(derr)?;
+    let dec = super::contain::contain(|| obj.decode_pixel_data())
+        .map_err(|panic| {
+            derr(format!(
+                "the decoder failed on data that disagree with the header ({panic})"
+            ))
+        })?
         .map_err(|e| derr(header::error_chain(&e)))?;
     let m = &series.meta;
     let rows = dec.rows() as usize;
@@ -133,6 +138,37 @@ fn decode_file(path: &Path, ts: &str, series: &Series) -> Result<Decoded> {
         _ => return Err(derr(format!("{ba} bits allocated not supported"))),
     };
     Ok(Decoded { samples, frame_len })
+}
+
+/// Refuses encapsulated pixel data whose first frame declares another size than the header:
+/// decoders fill a Rows × Columns buffer and either panic or return pixels that are not the
+/// image's.
+fn check_stream_size(
+    obj: &dicom_object::DefaultDicomObject,
+    m: &header::SeriesMeta,
+) -> Result<(), String> {
+    let Some(first) = obj
+        .get(dicom_dictionary_std::tags::PIXEL_DATA)
+        .and_then(|e| e.value().fragments())
+        .and_then(|f| f.first())
+    else {
+        return Ok(());
+    };
+    let Some(size) = super::codestream::declared_size(first) else {
+        return Ok(());
+    };
+    // Colour JPEG streams carry 3 components; a grey header with a colour stream (or the
+    // reverse) is as wrong as a size mismatch.
+    if size.width != m.cols
+        || size.height != m.rows
+        || size.components != u32::from(m.samples_per_pixel)
+    {
+        return Err(format!(
+            "the compressed stream is {}x{} with {} component(s), the header says {}x{} with {} sample(s) per pixel",
+            size.width, size.height, size.components, m.cols, m.rows, m.samples_per_pixel
+        ));
+    }
+    Ok(())
 }
 
 /// Native little-endian grey pixel data read straight from where the header pass found them,

@@ -39,6 +39,8 @@
 //! hashes (`2.25.<decimal of SHA-256 prefix>`). Keeping one of those attributes
 //! requires naming its DICOM keyword in [`DeidOptions::keep`].
 
+mod codestream;
+mod contain;
 mod csa;
 mod deid;
 mod header;

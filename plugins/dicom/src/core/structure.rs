@@ -93,23 +93,34 @@ fn u32_of(b: [u8; 4], be: bool) -> u32 {
     }
 }
 
-/// VRs whose length field is 4 bytes (after 2 reserved bytes) in explicit VR.
+/// Whether a VR's length field is 4 bytes (after 2 reserved bytes) in explicit VR. Only the
+/// VRs PS3.5 table 7.1-2 lists have a 2-byte length; any other, unknown or damaged, is read as
+/// the standard says a future VR is (PS3.5 7.1.2: the 4-byte form), which is also how dicom-rs
+/// reads it, so the length it will allocate for is the one checked here.
 fn long_length(vr: [u8; 2]) -> bool {
-    matches!(
+    !matches!(
         &vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FL"
+            | b"FD"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SS"
+            | b"ST"
+            | b"TM"
+            | b"UI"
+            | b"UL"
+            | b"US"
     )
 }
 
@@ -201,7 +212,8 @@ pub(crate) struct PixelSpan {
     pub len: u64,
 }
 
-/// `header_only`: stop at the top-level Pixel Data, as the header pass reads no further.
+/// `header_only`: skip the top-level encapsulated Pixel Data and what follows it, as the header pass
+/// reads no pixels.
 /// Returns where a defined-length top-level Pixel Data value lies, when there is one.
 fn check<R: Read + Seek>(
     mut w: Walker<R>,
@@ -303,7 +315,10 @@ fn check<R: Read + Seek>(
                 len: u64::from(length),
             });
         }
-        if pixel && header_only {
+        // The header pass skips encapsulated pixel data (its fragments are walked when the file
+        // is decoded); after native pixel data it goes on, as a cut in what follows (trailing
+        // padding, usually nothing) is still a damaged file.
+        if pixel && header_only && length == UNDEFINED {
             return Ok(span);
         }
         if length == UNDEFINED && (sequence || pixel) {

@@ -14,3 +14,7 @@ pub fn descriptors() -> Vec<*const PluginDescriptor> {
         mindscan_plugin_diffusion::plugin_descriptor(),
     ]
 }
+
+/// The JPEG encoder the imaging plugin was built with (`--version` names it; benchmarks
+/// record it).
+pub const JPEG_ENCODER: &str = mindscan_plugin_imaging::core::encode::JPEG_ENCODER;

@@ -118,6 +118,8 @@ pub struct RunArgs {
     pub metrics_json: Option<PathBuf>,
     pub cancel: Arc<AtomicBool>,
     pub quiet: bool,
+    /// This process's shard of the inputs (`--shard`).
+    pub shard: mindscan_sdk::shard::Shard,
 }
 
 /// Runs a plan, prints the summary, writes metrics; returns the outcome.
@@ -128,6 +130,7 @@ pub fn run_plan(plan: &Plan, args: RunArgs) -> Result<(Outcome, RunReport)> {
             cancel: args.cancel,
             progress: args.progress,
             cuda_device: None,
+            shard: args.shard,
         },
     )?;
     if !args.quiet {

@@ -48,6 +48,7 @@ impl HostServices {
         cancel: Arc<AtomicBool>,
         cuda_device: Option<i32>,
         state_dir: &std::path::Path,
+        shard: mindscan_sdk::shard::Shard,
     ) -> Arc<HostServices> {
         let stop = Box::new(StopFlags {
             cancel,
@@ -64,6 +65,8 @@ impl HostServices {
                 log: host_log,
                 is_cancelled: host_is_cancelled,
                 cuda_device: cuda_device.unwrap_or(-1),
+                shard_index: shard.index,
+                shard_count: shard.count,
             },
             state_dir_text: state_dir,
         })
@@ -320,6 +323,8 @@ impl StageInstance {
                 is_cancelled: call_is_cancelled,
                 cuda_device: shared.cuda_device,
                 state_dir: StrRef::new(&self.host.state_dir_text),
+                shard_index: shared.shard_index,
+                shard_count: shared.shard_count,
             };
             // Valid for the call: `timed_ctx` and `flags` live until this function returns.
             call.host = &timed_ctx;

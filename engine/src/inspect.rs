@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Result;
-use mindscan_plugin_nifti::format::read_nifti_header;
+use mindscan_nifti::read_nifti_header;
 
 fn is_nifti(p: &Path) -> bool {
     let n = p.to_string_lossy().to_ascii_lowercase();
@@ -87,7 +87,7 @@ fn inspect_nifti(path: &Path) -> Result<String> {
 /// DICOM files or folders: one block per series found (de-identified: hashed series UID,
 /// protocol-based name, no patient, date or institution attributes), then unreadable files.
 pub fn inspect_dicom(path: &Path) -> Result<String> {
-    use mindscan_plugin_dicom::core::{scan, transfer_syntax_name};
+    use mindscan_dicom::{scan, transfer_syntax_name};
     if !path.exists() && !path.to_string_lossy().contains(['*', '?', '[']) {
         anyhow::bail!("{}: no such file or folder", path.display());
     }
@@ -114,7 +114,7 @@ pub fn inspect_dicom(path: &Path) -> Result<String> {
         rep.errors.len()
     )?;
     for (n, series) in rep.series.iter().enumerate() {
-        let sum = mindscan_plugin_dicom::core::inspect_series(series);
+        let sum = mindscan_dicom::inspect_series(series);
         writeln!(s)?;
         writeln!(s, "series {}:   {}", n + 1, sum.name)?;
         writeln!(s, "  id:          {}", sum.id)?;

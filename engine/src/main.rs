@@ -39,6 +39,11 @@ enum Command {
         /// Never draw progress bars or progress lines.
         #[arg(long)]
         no_progress: bool,
+        /// Take shard INDEX of COUNT of the inputs (by StudyInstanceUID for DICOM, by path for
+        /// files), or `auto`: from a Slurm job array or a Kubernetes Indexed Job. Manifests are
+        /// written as parts; `mindscan manifest merge` joins them.
+        #[arg(long, value_name = "INDEX/COUNT|auto")]
+        shard: Option<String>,
     },
     /// Check a pipeline (stages, parameters, edges) and report every problem at once.
     Validate {
@@ -88,6 +93,17 @@ enum Command {
     },
     /// Print the JSON Schema of pipeline files (for editor completion).
     Schema,
+    /// Dataset manifests.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+}
+
+#[derive(Subcommand)]
+enum ManifestCommand {
+    /// Join the manifest parts of a split run (`run --shard`) in DIR into manifest.csv /
+    /// manifest.jsonl, sorted by path; fails if a shard's part is missing or two shards wrote
+    /// the same image.
+    Merge { dir: PathBuf },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -168,7 +184,7 @@ fn parse_cli() -> Cli {
     let long_version = format!(
         "{} (JPEG: {})",
         env!("CARGO_PKG_VERSION"),
-        mindscan_plugin_imaging::core::encode::JPEG_ENCODER
+        mindscan_engine::builtin::JPEG_ENCODER
     );
     let matches = Cli::command()
         .long_version(&*Box::leak(long_version.into_boxed_str()))
@@ -190,7 +206,18 @@ fn main() -> ExitCode {
                 sets,
                 metrics_json,
                 no_progress,
+                shard,
             } => {
+                let shard = match shard {
+                    Some(spec) => {
+                        match mindscan_engine::sharding::resolve(&spec, &|k| std::env::var(k).ok())
+                        {
+                            Ok(s) => s,
+                            Err(e) => return Ok(Outcome::Invalid(format!("error: {e}"))),
+                        }
+                    }
+                    None => mindscan_sdk::shard::Shard::ALL,
+                };
                 let (plan, _registry) = match commands::load_plan(&pipeline, &sets, &sources) {
                     Ok(p) => p,
                     Err(o) => return Ok(o),
@@ -201,6 +228,7 @@ fn main() -> ExitCode {
                     metrics_json,
                     cancel,
                     quiet: cli.quiet,
+                    shard,
                 };
                 commands::run_plan(&plan, args)?.0
             }
@@ -287,11 +315,23 @@ fn main() -> ExitCode {
                     metrics_json: None,
                     cancel,
                     quiet: cli.quiet,
+                    shard: mindscan_sdk::shard::Shard::ALL,
                 };
                 commands::run_plan(&plan, args)?.0
             }
             Command::Schema => {
                 println!("{}", serde_json::to_string_pretty(&config::json_schema())?);
+                Outcome::Ok
+            }
+            Command::Manifest(ManifestCommand::Merge { dir }) => {
+                for m in mindscan_engine::manifest::merge(&dir)? {
+                    println!(
+                        "{}: {} rows from {} shards",
+                        m.path.display(),
+                        m.rows,
+                        m.parts
+                    );
+                }
                 Outcome::Ok
             }
         })

@@ -221,6 +221,8 @@ pub struct RunOptions {
     pub cancel: Arc<AtomicBool>,
     pub progress: Progress,
     pub cuda_device: Option<i32>,
+    /// This process's shard of the inputs (`--shard`).
+    pub shard: mindscan_sdk::shard::Shard,
 }
 
 /// State shared by every stage of a run.
@@ -486,7 +488,12 @@ fn call_failed(stage: &StageRt, run: &RunShared, e: CallError, env: Option<&Enve
 /// Runs `plan` to completion (or until cancelled / failed).
 pub fn run(plan: &Plan, opts: RunOptions) -> Result<RunReport> {
     let started = Instant::now();
-    let host = HostServices::new(opts.cancel.clone(), opts.cuda_device, &plan.state_dir);
+    let host = HostServices::new(
+        opts.cancel.clone(),
+        opts.cuda_device,
+        &plan.state_dir,
+        opts.shard,
+    );
     let run = RunShared {
         pipeline: plan.name.clone(),
         host: host.clone(),

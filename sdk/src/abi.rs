@@ -19,7 +19,7 @@
 use std::ffi::c_void;
 
 /// Bumped on every incompatible change of any type in this module.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Name of the symbol a plugin library exports (`extern "C" fn() -> *const PluginDescriptor`).
 pub const ENTRY_SYMBOL: &str = "mindscan_plugin_entry";
@@ -185,6 +185,11 @@ pub struct HostContext {
     pub cuda_device: i32,
     /// Folder for durable state (journals); a stage keeps its own in `<state_dir>/<stage id>`.
     pub state_dir: StrRef,
+    /// This process's shard of the inputs (`mindscan run --shard INDEX/COUNT`; 0 of 1 when
+    /// the run is not split): sources keep the inputs `shard::Shard::keeps`, sinks name their
+    /// once-per-run files with `Shard::part_name`. Added in ABI 3.
+    pub shard_index: u32,
+    pub shard_count: u32,
 }
 
 /// Per-call information.

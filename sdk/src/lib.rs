@@ -34,6 +34,7 @@ pub mod inputs;
 pub mod item;
 pub mod naming;
 pub mod seed;
+pub mod shard;
 pub mod stage;
 pub mod tensor;
 pub mod walk;

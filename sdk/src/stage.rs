@@ -101,6 +101,13 @@ impl Host {
         std::path::PathBuf::from(unsafe { self.ctx().state_dir.as_str() })
     }
 
+    /// This process's shard of the inputs ([`Shard::ALL`](crate::shard::Shard::ALL) when the
+    /// run is not split).
+    pub fn shard(&self) -> crate::shard::Shard {
+        let c = self.ctx();
+        crate::shard::Shard::new(c.shard_index, c.shard_count).unwrap_or(crate::shard::Shard::ALL)
+    }
+
     /// CUDA device chosen by the host, if the run uses one.
     pub fn cuda_device(&self) -> Option<i32> {
         let d = self.ctx().cuda_device;

@@ -130,7 +130,7 @@ fn inspect_prints_the_header_of_a_huge_truncated_volume() {
 /// the run ends with status 3.
 #[test]
 fn a_1e30_voxel_size_is_an_item_error_of_volume_slice_not_a_panic() {
-    use mindscan_plugin_nifti::format::{NiftiVolume, VoxelData, write_nifti};
+    use mindscan_nifti::{NiftiVolume, VoxelData, write_nifti};
     let dir = tempfile::tempdir().unwrap();
     let inputs = dir.path().join("in");
     std::fs::create_dir_all(&inputs).unwrap();

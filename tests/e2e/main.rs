@@ -8,6 +8,8 @@ mod engine_behaviour;
 mod hardening;
 mod nifti_jpg;
 mod plugins_dynamic;
+mod shards;
 mod tensors;
 mod validation;
+mod walls;
 mod watch;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use mindscan_e2e::{data, list_files, mindscan, workspace_root};
-use mindscan_plugin_nifti::format::{NiftiVolume, VoxelData, read_nifti, write_nifti};
+use mindscan_nifti::{NiftiVolume, VoxelData, read_nifti, write_nifti};
 use serde_json::Value;
 
 const FILES: [&str; 6] = [

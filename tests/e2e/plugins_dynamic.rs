@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use mindscan_e2e::{cdylib, data, mindscan, output, threshold_plugin};
-use mindscan_plugin_nifti::format::{NiftiVolume, VoxelData, read_nifti};
+use mindscan_nifti::{NiftiVolume, VoxelData, read_nifti};
 
 fn q(p: &Path) -> String {
     serde_json::to_string(&p.display().to_string()).unwrap()

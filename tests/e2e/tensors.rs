@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use mindscan_e2e::{data, mindscan, output};
-use mindscan_plugin_nifti::format::{VoxelData, read_nifti};
+use mindscan_nifti::{VoxelData, read_nifti};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 

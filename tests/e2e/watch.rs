@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mindscan_e2e::{data, list_files, mindscan};
-use mindscan_plugin_nifti::format::read_nifti;
+use mindscan_nifti::read_nifti;
 
 /// Folders of one test: what the "scanner" writes into, and what the engine writes.
 struct Site {

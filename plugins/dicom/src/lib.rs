@@ -1,6 +1,5 @@
-//! DICOM ingestion: the pure [`core`] library and the `dicom.read` source stage.
+//! The `dicom.read` source stage, on top of the `mindscan-dicom` library.
 
-pub mod core;
 pub mod stages;
 
 mindscan_sdk::plugin!(name: "dicom", stages: [stages::DicomRead]);

@@ -18,17 +18,12 @@
 //! Logs: skipped non-DICOM files at debug level; unreadable files, duplicates and series
 //! warnings at warn level, naming files by path only.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use mindscan_dicom::item::{Planned, deid_options, load_planned_with, plan_series};
+use mindscan_dicom::{LoadOptions, PhilipsScaling, Series, scan};
 use mindscan_sdk::prelude::*;
-use mindscan_sdk::tensor::channels_last_strides;
-
-use crate::core::{
-    DeidOptions, DicomVolume, LoadOptions, PHI_KEYWORDS, PhilipsScaling, Series, VoxelData,
-    load_series_lenient, load_series_with, scan,
-};
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -76,81 +71,6 @@ fn default_name() -> String {
     "%p_%s".into()
 }
 
-/// A series with the names its item will carry.
-pub struct Planned {
-    pub series: Series,
-    /// Output name (from the `name` template, made unique among the planned series).
-    pub stem: String,
-    /// The folder holding the series' files.
-    pub source: String,
-}
-
-/// Names scanned series: the `name` template, with `_2`, `_3`... for repeated names.
-pub fn plan_series(series: Vec<Series>, template: &str) -> Vec<Planned> {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    series
-        .into_iter()
-        .map(|series| {
-            let base = series.output_name(template);
-            let n = seen.entry(base.clone()).or_insert(0);
-            *n += 1;
-            let stem = if *n == 1 { base } else { format!("{base}_{n}") };
-            let source = common_folder(&series).display().to_string();
-            Planned {
-                series,
-                stem,
-                source,
-            }
-        })
-        .collect()
-}
-
-/// De-identification keeping the `keep_tags` keywords (each must be one of [`PHI_KEYWORDS`]).
-pub fn deid_options(keep_tags: &[String]) -> Result<DeidOptions> {
-    for k in keep_tags {
-        if !PHI_KEYWORDS.contains(&k.as_str()) {
-            bail!(
-                "keep_tags: unknown keyword '{k}' (known: {})",
-                PHI_KEYWORDS.join(", ")
-            );
-        }
-    }
-    Ok(DeidOptions::keeping(keep_tags.iter().cloned()))
-}
-
-/// Decodes a planned series into a `volume` item with default scaling; `warn` receives the
-/// series' warnings.
-pub fn load_planned(
-    p: &Planned,
-    deid: &DeidOptions,
-    lenient: bool,
-    warn: &dyn Fn(&str),
-) -> Result<Item> {
-    load_planned_with(p, &LoadOptions::from(deid.clone()), lenient, warn)
-}
-
-/// [`load_planned`] with every load option.
-pub fn load_planned_with(
-    p: &Planned,
-    opts: &LoadOptions,
-    lenient: bool,
-    warn: &dyn Fn(&str),
-) -> Result<Item> {
-    let vol = if lenient {
-        let (vol, failures) = load_series_lenient(&p.series, opts)?;
-        for f in failures {
-            warn(&format!("series {}: {f}", p.stem));
-        }
-        vol
-    } else {
-        load_series_with(&p.series, opts)?
-    };
-    for w in &vol.warnings {
-        warn(&format!("series {}: {w}", p.stem));
-    }
-    Ok(volume_item(p, vol))
-}
-
 /// Reads DICOM series as volumes.
 pub struct DicomRead {
     inputs: Vec<PathBuf>,
@@ -158,23 +78,7 @@ pub struct DicomRead {
     name: String,
     lenient: bool,
     plan: OnceLock<Vec<Planned>>,
-}
-
-/// The deepest folder holding every file of the series.
-fn common_folder(series: &Series) -> PathBuf {
-    let mut paths = series.frames.iter().map(|f| f.path.as_path());
-    let Some(first) = paths.next() else {
-        return PathBuf::new();
-    };
-    let mut base = first.parent().unwrap_or(Path::new("")).to_path_buf();
-    for p in paths {
-        while !p.starts_with(&base) {
-            if !base.pop() {
-                break;
-            }
-        }
-    }
-    base
+    shard: mindscan_sdk::shard::Shard,
 }
 
 impl DicomRead {
@@ -186,7 +90,10 @@ impl DicomRead {
         for s in &rep.skipped {
             ctx.debug(&format!("skipped {}: {}", s.path.display(), s.reason));
         }
-        for e in &rep.errors {
+        for e in rep.errors.iter().filter(|e| {
+            self.shard
+                .keeps(&e.path().unwrap_or(Path::new("")).to_string_lossy())
+        }) {
             let input = e
                 .path()
                 .map(|p| p.display().to_string())
@@ -222,82 +129,16 @@ impl DicomRead {
             ));
         }
         // Same name for several series (e.g. split by echo): the 2nd gets `_2`, and so on.
-        Ok(plan_series(rep.series, &self.name))
+        // Named over every series before a split run keeps its shard's studies, so each
+        // series gets the name it has in an unsplit run and shards never write the same file.
+        let mut plan = plan_series(rep.series, &self.name);
+        plan.retain(|p| self.shard.keeps(p.series.shard_key()));
+        Ok(plan)
     }
 
     fn load(&self, ctx: &Context, p: &Planned) -> Result<Item> {
         load_planned_with(p, &self.opts, self.lenient, &|w| ctx.warn(w))
     }
-}
-
-/// Builds the `volume` item of a decoded series (the layout `nifti.read` produces).
-fn volume_item(p: &Planned, vol: DicomVolume) -> Item {
-    let [ni, nj, nk, nt] = vol.dims;
-    let dims: Vec<usize> = if nt > 1 {
-        vec![ni, nj, nk, nt]
-    } else {
-        vec![ni, nj, nk]
-    };
-    let mut item = Item::new(kinds::VOLUME, &p.series.id);
-    let mut channels = 1;
-    let tensor = match vol.voxels {
-        VoxelData::U8(v) => Tensor::volume(v, &dims),
-        VoxelData::I8(v) => Tensor::volume(v, &dims),
-        VoxelData::U16(v) => Tensor::volume(v, &dims),
-        VoxelData::I16(v) => Tensor::volume(v, &dims),
-        VoxelData::U32(v) => Tensor::volume(v, &dims),
-        VoxelData::I32(v) => Tensor::volume(v, &dims),
-        VoxelData::F32(v) => Tensor::volume(v, &dims),
-        VoxelData::F64(v) => Tensor::volume(v, &dims),
-        VoxelData::Rgb8(v) => {
-            // Trailing channel axis, channel fastest (as nifti.read lays out RGB).
-            channels = 3;
-            let mut shape = dims.clone();
-            shape.push(3);
-            Tensor::from_vec_strided(v, &shape, &channels_last_strides(&dims, 3))
-        }
-    };
-    item.set_tensor("data", tensor);
-    let m = &mut item.meta;
-    m.set(keys::SOURCE, &p.source);
-    m.set("stem", &p.stem);
-    m.set(keys::SERIES, &p.series.id);
-    m.set_affine(&vol.affine);
-    m.set(keys::SPACING, &vol.pixdim[..3]);
-    if nt > 1 {
-        m.set("frames", nt);
-        m.set("frame_interval", vol.pixdim[3]);
-    }
-    if channels > 1 {
-        m.set("channels", channels);
-    }
-    // Scanner coordinates (1) when the geometry came from the tags; unknown (0) for the
-    // nominal geometry of images without position and orientation, as dcm2niix writes.
-    let code = i32::from(p.series.geometry.from_tags);
-    let mut codes = serde_json::json!({
-        "qform_code": code,
-        "sform_code": code,
-        "scaling_applied": false,
-        // NIFTI_UNITS_MM | NIFTI_UNITS_SEC, as dcm2niix writes.
-        "xyzt_units": 10,
-    });
-    if let (Some(s), Some(i)) = (vol.scl_slope, vol.scl_inter) {
-        codes["scl_slope"] = s.into();
-        codes["scl_inter"] = i.into();
-    }
-    m.set("nifti", codes);
-    m.set(
-        "dicom",
-        serde_json::json!({
-            "files": p.series.file_count(),
-            "modality": p.series.modality(),
-            "series_number": p.series.series_number(),
-            "mosaic": p.series.mosaic,
-            "transfer_syntaxes": p.series.transfer_syntaxes,
-        }),
-    );
-    m.set("sidecar", serde_json::Value::Object(vol.sidecar));
-    item
 }
 
 impl Stage for DicomRead {
@@ -309,7 +150,7 @@ impl Stage for DicomRead {
     const DESCRIPTION: &'static str =
         "Read DICOM series (files, folders, globs) as de-identified volumes, one per series";
 
-    fn new(p: ReadParams, _host: &Host) -> Result<Self> {
+    fn new(p: ReadParams, host: &Host) -> Result<Self> {
         if p.paths.is_empty() {
             bail!("paths is empty: give DICOM files, folders or glob patterns");
         }
@@ -326,6 +167,7 @@ impl Stage for DicomRead {
             name: p.name,
             lenient: p.lenient,
             plan: OnceLock::new(),
+            shard: host.shard(),
         })
     }
 

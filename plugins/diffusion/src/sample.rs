@@ -139,6 +139,7 @@ pub struct DiffusionSample {
     size: [usize; 2],
     device: &'static str,
     pool: rayon::ThreadPool,
+    shard: mindscan_sdk::shard::Shard,
 }
 
 impl Stage for DiffusionSample {
@@ -150,7 +151,7 @@ impl Stage for DiffusionSample {
     const DESCRIPTION: &'static str =
         "Synthetic images from a trained MONAI DiffusionModelUNet: DDPM or DDIM from seeded noise";
 
-    fn new(p: SampleParams, _host: &Host) -> Result<Self> {
+    fn new(p: SampleParams, host: &Host) -> Result<Self> {
         let device = check_device(&p.device)?;
         let model = Model::load(Path::new(&p.model))?;
         let plan = plan_for(&model, &p.sampler)?;
@@ -190,6 +191,7 @@ impl Stage for DiffusionSample {
             size,
             device,
             params: p,
+            shard: host.shard(),
         })
     }
 
@@ -210,7 +212,9 @@ impl Stage for DiffusionSample {
         let batches = count.div_ceil(batch);
         // Batch b always holds images b·batch.., whatever the worker count: an image's bytes
         // depend on its seed (and the batch size), not on who ran it.
-        for b in (ctx.worker_index()..batches).step_by(ctx.worker_count()) {
+        // A split run (`--shard`) samples every COUNT-th batch.
+        let mine = (0..batches).filter(|&b| self.shard.keeps_number(b as u64));
+        for b in mine.skip(ctx.worker_index()).step_by(ctx.worker_count()) {
             out.wait_ready()?;
             let first = b * batch;
             let n = batch.min(count - first);

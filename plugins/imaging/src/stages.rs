@@ -680,8 +680,11 @@ impl Stage for ImageWrite {
             .with_context(|| format!("{}: cannot create output folder", out.display()))?;
         // Temporaries of an earlier run that was killed before renaming them.
         host.remove_stale_temps(Self::NAME, &out);
+        // A split run (`--shard`) writes its part of each manifest: manifest.shard-I-of-N.csv,
+        // joined by `mindscan manifest merge`.
+        let shard = host.shard();
         let open = |name: &str, format| {
-            let path = out.join(name);
+            let path = out.join(shard.part_name(name).unwrap_or_else(|| name.to_string()));
             if p.manifest_append {
                 ManifestWriter::open_append(&path, format)
             } else {

@@ -1,6 +1,6 @@
-//! First-party NIfTI stages: `nifti.read` and `nifti.write`, on top of the pure [`format`] module.
+//! First-party NIfTI stages: `nifti.read` and `nifti.write`, on top of the `mindscan-nifti`
+//! format library.
 
-pub mod format;
 pub mod stages;
 
 mindscan_sdk::plugin!(name: "nifti", stages: [stages::NiftiRead, stages::NiftiWrite]);

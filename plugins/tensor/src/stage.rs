@@ -81,6 +81,13 @@ impl Stage for TensorWrite {
     const DESCRIPTION: &'static str = "Write items' tensors as safetensors shards ([items, ...] per tensor) with an index.json, for torch / safetensors.torch.load_file";
 
     fn new(p: TensorWriteParams, host: &Host) -> Result<Self> {
+        // Shards of a split run would number their safetensors files and index.json alike.
+        if host.shard().is_split() {
+            bail!(
+                "tensor.write cannot run under --shard yet: every shard would write {}-00000.safetensors and index.json in `out`",
+                p.prefix
+            );
+        }
         let cfg = config(p)?;
         let out = cfg.out.clone();
         // Temporaries of an earlier run that was killed before renaming them.

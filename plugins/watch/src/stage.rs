@@ -22,12 +22,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded, unbounded};
-use mindscan_plugin_dicom::core::{
+use mindscan_dicom::item::{Planned, deid_options, load_planned, plan_series};
+use mindscan_dicom::{
     DeidOptions, DicomError, FileIdentity, ParsedHeader, hash_uid, identify_keeping, scan_with,
 };
-use mindscan_plugin_dicom::stages::{Planned, deid_options, load_planned, plan_series};
-use mindscan_plugin_nifti::format::read_nifti;
-use mindscan_plugin_nifti::stages::is_nifti;
+use mindscan_nifti::item::is_nifti;
+use mindscan_nifti::read_nifti;
 use mindscan_sdk::Cancelled;
 use mindscan_sdk::prelude::*;
 use rayon::prelude::*;
@@ -134,8 +134,7 @@ impl Volume {
         match self {
             Volume::Dicom(p) => load_planned(p, deid, lenient, &|w| ctx.warn(w)),
             Volume::Nifti { path, stem } => {
-                let mut item =
-                    mindscan_plugin_nifti::stages::volume_item(path, read_nifti(path)?, true)?;
+                let mut item = mindscan_nifti::item::volume_item(path, read_nifti(path)?, true)?;
                 item.meta.set("stem", stem);
                 Ok(item)
             }
@@ -226,7 +225,12 @@ impl Stage for WatchFolder {
     const DESCRIPTION: &'static str = "Watch folders for DICOM series and NIfTI volumes; emit each \
          stable series once, with a crash-safe journal (exactly-once with the host's completions)";
 
-    fn new(p: WatchParams, _host: &Host) -> Result<Self> {
+    fn new(p: WatchParams, host: &Host) -> Result<Self> {
+        if host.shard().is_split() {
+            bail!(
+                "watch.folder cannot be sharded: a watched folder has one journal; run one watcher (and share the work through a queue)"
+            );
+        }
         if p.paths.is_empty() {
             bail!("paths is empty: give the folders to watch");
         }
@@ -1001,7 +1005,7 @@ impl Watcher<'_> {
         let stem = match stem {
             Some(s) => s,
             None => {
-                let base = mindscan_plugin_nifti::stages::stem(path);
+                let base = mindscan_nifti::item::stem(path);
                 self.unique_stem(&series, version, &base)?
             }
         };

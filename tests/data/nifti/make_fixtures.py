@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write tests/data/nifti/expected.json: what nibabel reads from each NIfTI file here.
 
-The Rust tests in plugins/nifti/tests/ compare mindscan_plugin_nifti::format::read_nifti
+The Rust tests in libraries/nifti/tests/ compare mindscan_nifti::read_nifti
 against these values. Regenerate with:
 
     pip install nibabel numpy

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use mindscan_plugin_nifti::format::{VoxelData, read_nifti};
+use mindscan_nifti::{VoxelData, read_nifti};
 
 fn rel_close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-12)

@@ -14,7 +14,7 @@ mod common;
 
 use common::data_dir;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-use mindscan_plugin_dicom::core::{load_series, scan};
+use mindscan_dicom::{load_series, scan};
 
 fn fixture(dir: &std::path::Path) {
     let src = data_dir().join("series/GE_MR750_EPI_fMRI_mr_0004/DICOM");
@@ -62,7 +62,7 @@ fn ge_b0_map_splits_into_field_map_hz_and_magnitude() {
     // Each is one volume of the 15 slices.
     assert_eq!(hz.dims, [64, 64, 15, 1]);
     assert_eq!(mag.dims, [64, 64, 15, 1]);
-    let instances = |s: &mindscan_plugin_dicom::core::Series| {
+    let instances = |s: &mindscan_dicom::Series| {
         let mut v: Vec<i64> = s.frames.iter().filter_map(|f| f.instance_number).collect();
         v.sort();
         v

@@ -4,9 +4,9 @@
 mod common;
 
 use common::data_dir;
-use mindscan_plugin_dicom::core::{LoadOptions, PhilipsScaling, load_series_with, scan};
+use mindscan_dicom::{LoadOptions, PhilipsScaling, load_series_with, scan};
 
-fn load(dir: &str, mode: PhilipsScaling) -> mindscan_plugin_dicom::core::DicomVolume {
+fn load(dir: &str, mode: PhilipsScaling) -> mindscan_dicom::DicomVolume {
     let rep = scan(&[data_dir().join("series").join(dir).join("DICOM")]);
     assert_eq!(rep.series.len(), 1, "{dir}");
     let opts = LoadOptions {

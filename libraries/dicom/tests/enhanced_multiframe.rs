@@ -7,7 +7,7 @@ use common::data_dir;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::{InMemDicomObject, OpenFileOptions, meta::FileMetaTableBuilder};
-use mindscan_plugin_dicom::core::{load_series, scan};
+use mindscan_dicom::{load_series, scan};
 
 fn el(g: u16, e: u16, vr: VR, v: &str) -> DataElement<InMemDicomObject> {
     DataElement::new(Tag(g, e), vr, PrimitiveValue::from(v))

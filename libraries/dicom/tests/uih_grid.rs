@@ -19,7 +19,7 @@ use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use mindscan_plugin_dicom::core::{load_series, scan};
+use mindscan_dicom::{load_series, scan};
 
 fn mosaic_dir() -> std::path::PathBuf {
     data_dir().join("series/Siemens_Skyra_EPI_mosaic_mr_0003/DICOM")

@@ -4,7 +4,7 @@ mod common;
 
 use common::data_dir;
 use dicom_core::Tag;
-use mindscan_plugin_dicom::core::{
+use mindscan_dicom::{
     DeidOptions, hash_uid, inspect, load_series, load_series_with, sanitize_token, scan,
 };
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use mindscan_plugin_nifti::format::{
+use mindscan_nifti::{
     NiftiVolume, VoxelData, datatype, f64_to_binary128_le, f64_to_x87_le, read_nifti, write_nifti,
 };
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::data_dir;
-use mindscan_plugin_dicom::core::{VoxelData, load_series, scan};
+use mindscan_dicom::{VoxelData, load_series, scan};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{assert_same_as_reference, data_dir, read_nifti, ref_json};
-use mindscan_plugin_dicom::core::{DicomError, load_series, scan};
+use mindscan_dicom::{DicomError, load_series, scan};
 use serde_json::Value;
 
 fn close(a: &Value, b: &Value, what: &str) {

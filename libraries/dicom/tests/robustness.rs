@@ -3,9 +3,7 @@
 mod common;
 
 use common::{assert_same_as_reference, data_dir, read_nifti};
-use mindscan_plugin_dicom::core::{
-    DeidOptions, DicomError, inspect, load_series, load_series_lenient, scan,
-};
+use mindscan_dicom::{DeidOptions, DicomError, inspect, load_series, load_series_lenient, scan};
 use std::path::{Path, PathBuf};
 
 fn copy_dir(src: &Path, dst: &Path) -> Vec<PathBuf> {

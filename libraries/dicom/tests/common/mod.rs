@@ -1,8 +1,8 @@
 //! Test helpers: a tiny NIfTI-1 reader and a world-space comparison.
 #![allow(dead_code, clippy::needless_range_loop)]
 
+use mindscan_dicom::DicomVolume;
 use mindscan_grid_compare::{Grid, assert_same_world_grid};
-use mindscan_plugin_dicom::core::DicomVolume;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 

@@ -395,7 +395,7 @@ mod tests {
         assert_eq!(&all[352..], vol.data.as_bytes());
 
         // Our reader.
-        let back = crate::format::read_nifti(&path).unwrap();
+        let back = crate::read_nifti(&path).unwrap();
         assert_eq!(back.dims, vol.dims);
         assert_eq!(back.data, vol.data);
 
@@ -466,6 +466,6 @@ mod tests {
             .read_to_end(&mut first)
             .unwrap();
         assert_eq!(first.len(), 352 + 64);
-        assert_eq!(crate::format::read_nifti(&path).unwrap().data, vol.data);
+        assert_eq!(crate::read_nifti(&path).unwrap().data, vol.data);
     }
 }

@@ -2,7 +2,7 @@
 """Check files written by mindscan's NIfTI writer with nibabel.
 
 Usage: check_nibabel.py CASES.json
-CASES.json is a list of objects written by the Rust test (plugins/nifti/tests/roundtrip.rs):
+CASES.json is a list of objects written by the Rust test (libraries/nifti/tests/roundtrip.rs):
   path, shape, datatype_code, affine, qform_affine (or null), sform_code, qform_code,
   slope, inter, raw_sha256 (SHA-256 of the raw voxel values, on-disk order, little-endian).
 Prints one line per file; exits 1 on any mismatch, 2 if nibabel/numpy are missing.

@@ -44,6 +44,7 @@ mod contain;
 mod csa;
 mod deid;
 mod header;
+pub mod item;
 mod load;
 mod phoenix;
 mod scan;
@@ -207,6 +208,16 @@ pub struct Series {
 
 impl Series {
     /// Number of distinct files in the series.
+    /// What keeps a study's series on one shard of a split run (`--shard`): the
+    /// StudyInstanceUID, or the series id when the files carry none.
+    pub fn shard_key(&self) -> &str {
+        if self.meta.study_uid.is_empty() {
+            &self.id
+        } else {
+            &self.meta.study_uid
+        }
+    }
+
     pub fn file_count(&self) -> usize {
         let mut p: Vec<&PathBuf> = self.frames.iter().map(|f| &f.path).collect();
         p.sort();
@@ -357,7 +368,7 @@ pub fn transfer_syntax_supported(uid: &str) -> std::result::Result<(), String> {
     let uid = uid.trim_end_matches('\0').trim();
     if uid.starts_with("1.2.840.10008.1.2.4.8") && !cfg!(feature = "jpegls") {
         return Err(format!(
-            "JPEG-LS ({uid}) support is not compiled in: rebuild mindscan-plugin-dicom with `--features jpegls` (needs cmake and a C++ compiler)"
+            "JPEG-LS ({uid}) support is not compiled in: rebuild mindscan with `--features jpegls` (needs cmake and a C++ compiler)"
         ));
     }
     use dicom_encoding::TransferSyntaxIndex;

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use mindscan_plugin_nifti::format::{VoxelData, read_nifti, write_nifti};
-use mindscan_plugin_nifti::stages::volume_item;
+use mindscan_nifti::item::volume_item;
+use mindscan_nifti::{VoxelData, read_nifti, write_nifti};
 
 fn t1() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/nifti/t1w_siemens_xa30.nii.gz")

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use mindscan_plugin_nifti::format::{ReadOptions, read_nifti_header, read_nifti_with};
+use mindscan_nifti::{ReadOptions, read_nifti_header, read_nifti_with};
 
 /// Incompressible bytes (xorshift), so a gzip of them is about as large as they are.
 fn noise(n: usize) -> Vec<u8> {

@@ -49,6 +49,7 @@
 mod affine;
 mod error;
 mod float128;
+pub mod item;
 pub mod pool;
 mod read;
 mod types;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use mindscan_plugin_nifti::format::{
+use mindscan_nifti::{
     NiftiVolume, OutputDatatype, VoxelData, WriteOptions, qform_from_affine, read_nifti,
     write_nifti, write_nifti_with,
 };

@@ -6,7 +6,7 @@
 mod common;
 
 use common::data_dir;
-use mindscan_plugin_dicom::core::{load_series, scan};
+use mindscan_dicom::{load_series, scan};
 use serde_json::Value;
 
 const SERIES: [&str; 6] = [

@@ -174,3 +174,57 @@ fn bad_shard_specs_are_refused_before_anything_runs() {
         assert!(!tmp.path().join("volumes").exists(), "{spec}: nothing ran");
     }
 }
+
+/// docs/deploy/slurm-array.sh, run as Slurm would run array tasks 0, 1 and 2 (no Slurm here:
+/// the variables it sets are set by hand), gives the single run's manifest after the last task.
+#[test]
+fn the_slurm_array_script_runs_as_three_tasks_and_merges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("images");
+    let file = tmp.path().join("pipeline.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "pipeline: slurm\nstages:\n  - id: read\n    use: nifti.read\n    params:\n      paths: [{}]\n  - id: slice\n    use: volume.slice\n    inputs: [read]\n    params:\n      plane: axial\n  - id: write\n    use: image.write\n    inputs: [slice]\n    params:\n      out: {}\n      format: png\n",
+            q(&data("nifti")),
+            q(&out)
+        ),
+    )
+    .unwrap();
+    let binary = mindscan().get_program().to_owned();
+    let script = mindscan_e2e::workspace_root().join("docs/deploy/slurm-array.sh");
+    for task in 0..3 {
+        let (code, stdout, stderr) = output(
+            std::process::Command::new("bash")
+                .arg(&script)
+                .arg(&file)
+                .arg(&out)
+                .env("MINDSCAN", &binary)
+                .env("SLURM_ARRAY_TASK_ID", (10 + task).to_string())
+                .env("SLURM_ARRAY_TASK_MIN", "10")
+                .env("SLURM_ARRAY_TASK_COUNT", "3")
+                .env_remove("JOB_COMPLETION_INDEX"),
+        );
+        assert_eq!(code, Some(0), "task {task}: {stderr}");
+        // Tasks 0 and 1 find parts missing; the last one merges.
+        assert_eq!(
+            stdout.contains("not every shard is done yet"),
+            task < 2,
+            "task {task}: {stdout}"
+        );
+    }
+    let merged = std::fs::read_to_string(out.join("manifest.csv")).unwrap();
+    let rows = merged.lines().count() - 1;
+    let parts: usize = (0..3)
+        .map(|i| {
+            let p = out.join(format!("manifest.shard-{i}-of-3.csv"));
+            std::fs::read_to_string(p).unwrap().lines().count() - 1
+        })
+        .sum();
+    let pngs = list_files(&out)
+        .iter()
+        .filter(|f| f.ends_with(".png"))
+        .count();
+    assert!(rows > 100, "{rows} rows");
+    assert_eq!((rows, parts), (pngs, pngs));
+}

@@ -166,7 +166,7 @@ impl DurationValue {
     pub fn to_duration(&self) -> Result<Duration, String> {
         let secs = match self {
             DurationValue::Seconds(v) => *v,
-            DurationValue::Text(t) => parse_seconds(t)?,
+            DurationValue::Text(t) => mindscan_sdk::duration::parse(t)?.as_secs_f64(),
         };
         if !secs.is_finite() || secs <= 0.0 {
             return Err(format!("{} is not a duration above 0", self.text()));
@@ -183,25 +183,6 @@ impl DurationValue {
             DurationValue::Text(t) => format!("'{t}'"),
         }
     }
-}
-
-/// Seconds in `500ms`, `60s`, `1.5m`, `1h` or a bare number of seconds.
-fn parse_seconds(s: &str) -> Result<f64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (examples: 500ms, 60s, 5m, 1h)"))?;
-    Ok(match unit.trim() {
-        "" | "s" => v,
-        "ms" => v / 1000.0,
-        "m" | "min" => v * 60.0,
-        "h" => v * 3600.0,
-        u => return Err(format!("'{s}': unknown unit '{u}' (use ms, s, m or h)")),
-    })
 }
 
 /// Largest `workers` a stage may ask for (threads are started before the first item flows).

@@ -28,6 +28,7 @@
 //! ```
 
 pub mod abi;
+pub mod duration;
 pub mod export;
 pub mod fsio;
 pub mod inputs;

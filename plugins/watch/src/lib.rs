@@ -3,7 +3,6 @@
 //! durable SQLite journal.
 
 pub mod discover;
-pub mod duration;
 pub mod journal;
 pub mod stage;
 

@@ -34,8 +34,8 @@ use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::discover::{EventSource, Seen, age, file_stamp, is_ignored, walk};
-use crate::duration::Span;
 use crate::journal::{FileKind, FileRow, Journal, SeriesState};
+use mindscan_sdk::duration::Span;
 
 #[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq, Debug, Default)]
 #[serde(rename_all = "snake_case")]

@@ -1,4 +1,6 @@
-//! Durations in parameters: `2s`, `500ms`, `1.5m`, `1h`, or a number of seconds.
+//! Durations in parameters and pipeline settings: `2s`, `500ms`, `1.5m`, `1h`, or a number of
+//! seconds. One parser for every place a duration is written (a stage `timeout`, the watch
+//! source's `settle` and `stable_age`...), so they all accept the same forms.
 
 use std::borrow::Cow;
 use std::time::Duration;

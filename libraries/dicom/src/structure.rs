@@ -124,6 +124,26 @@ fn long_length(vr: [u8; 2]) -> bool {
     )
 }
 
+/// Size of one value of a binary VR whose values have a fixed size (`None` for text, bytes
+/// and sequences): from the explicit VR, or the dictionary's in implicit VR.
+fn value_size(vr: Option<[u8; 2]>, tag: Tag) -> Option<u64> {
+    let vr = match vr {
+        Some(v) => v,
+        None => {
+            let e = StandardDataDictionary.by_tag(tag)?;
+            let name = e.vr.relaxed().to_string();
+            let b = name.as_bytes();
+            [*b.first()?, *b.get(1)?]
+        }
+    };
+    match &vr {
+        b"US" | b"SS" | b"OW" => Some(2),
+        b"AT" | b"FL" | b"OF" | b"OL" | b"SL" | b"UL" => Some(4),
+        b"FD" | b"OD" | b"OV" | b"SV" | b"UV" => Some(8),
+        _ => None,
+    }
+}
+
 fn is_sequence_in_dictionary(tag: Tag) -> bool {
     StandardDataDictionary
         .by_tag(tag)
@@ -304,6 +324,19 @@ fn check<R: Read + Seek>(
             }
             _ => {}
         }
+        // Pixel Data is read by size, not value by value, and some writers leave 8-bit data
+        // of an odd pixel count unpadded.
+        if length != UNDEFINED
+            && tag != Tag(0x7FE0, 0x0010)
+            && let Some(size) = value_size(vr, tag)
+            && u64::from(length) % size != 0
+        {
+            // dicom-rs reads whole values and leaves the rest, so every element after this
+            // one would be read from the wrong offset (and a garbage length allocated).
+            return Err(format!(
+                "element ({group:04X},{element:04X}) at byte {at} has length {length}, not a multiple of its {size}-byte values"
+            ));
+        }
         let sequence = match vr {
             Some(v) => &v == b"SQ" || (length == UNDEFINED && &v == b"UN"),
             None => length == UNDEFINED || is_sequence_in_dictionary(tag),
@@ -461,6 +494,33 @@ mod tests {
         b.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
         b.extend_from_slice(b"Doe^J ");
         assert!(walk(b, false).unwrap_err().contains("claims"));
+    }
+
+    #[test]
+    fn binary_values_of_a_partial_size_are_refused() {
+        // Found by fuzzing: CS edited to AT on a 10-byte value; dicom-rs reads 2 tags and goes
+        // on 2 bytes early, onto a length of 1.1 GB.
+        let mut b = explicit(0x0008, 0x0005, b"AT", b"ISO_IR 194");
+        b.extend(explicit(0x0010, 0x0010, b"PN", b"Doe^J "));
+        let e = walk(b, true).unwrap_err();
+        assert!(
+            e.contains("(0008,0005)") && e.contains("4-byte values"),
+            "{e}"
+        );
+        // Implicit VR: the dictionary's VR (Rows is US) decides.
+        let mut b = vec![0x28, 0x00, 0x10, 0x00, 3, 0, 0, 0, 1, 2, 3];
+        assert!(
+            walk(b.clone(), false)
+                .unwrap_err()
+                .contains("2-byte values")
+        );
+        b[4] = 2;
+        b.pop();
+        assert_eq!(walk(b, false), Ok(()));
+        assert_eq!(
+            walk(explicit(0x0028, 0x0010, b"US", &[64, 0]), true),
+            Ok(())
+        );
     }
 
     #[test]

@@ -66,8 +66,11 @@ pub fn pipeline_yaml(data: &[u8]) {
     let _ = mindscan_engine::plan::build(&file, &registry, "fuzz.yaml", None);
 }
 
+/// A target body.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name its corpus folder has.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("nifti_read", nifti_read),
     ("dicom_file", dicom_file),
     ("pipeline_yaml", pipeline_yaml),

@@ -263,6 +263,12 @@ fn check<R: Read + Seek>(
                 _ => break,
             }
         }
+        if w.pos > w.len {
+            return Err(format!(
+                "an element runs past the end of the file ({} bytes)",
+                w.len
+            ));
+        }
         if w.pos == w.len {
             // Undefined-length containers left open at the end of the file: dicom-rs reports
             // those itself; nothing was claimed beyond the file.
@@ -315,6 +321,11 @@ fn check<R: Read + Seek>(
                 };
                 // Items inside pixel data (fragments) hold bytes, not elements.
                 if pixel_level != 0 && pixel_level == open.len() {
+                    if length == UNDEFINED {
+                        return Err(format!(
+                            "a pixel data fragment at byte {at} has an undefined length"
+                        ));
+                    }
                     w.skip(u64::from(length))?;
                     continue;
                 }
@@ -521,6 +532,18 @@ mod tests {
             walk(explicit(0x0028, 0x0010, b"US", &[64, 0]), true),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_fragment_of_undefined_length_is_refused() {
+        // Found by fuzzing: encapsulated Pixel Data whose fragment claims 0xFFFFFFFF bytes.
+        let mut b = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0];
+        b.extend_from_slice(&UNDEFINED.to_le_bytes());
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+        b.extend_from_slice(&UNDEFINED.to_le_bytes());
+        b.extend_from_slice(&[0u8; 16]);
+        let e = walk(b, true).unwrap_err();
+        assert!(e.contains("undefined length"), "{e}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("'{s}' is not a duration"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is too long a duration"))
 }
 
 impl<'de> Deserialize<'de> for Span {
@@ -43,8 +43,9 @@ impl<'de> Deserialize<'de> for Span {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Seconds(v) if v >= 0.0 && v.is_finite() => Ok(Span(Duration::from_secs_f64(v))),
-            Raw::Seconds(v) => Err(serde::de::Error::custom(format!("{v} is not a duration"))),
+            Raw::Seconds(v) => Duration::try_from_secs_f64(v)
+                .map(Span)
+                .map_err(|_| serde::de::Error::custom(format!("{v} is not a duration"))),
             Raw::Text(s) => parse(&s).map(Span).map_err(serde::de::Error::custom),
         }
     }
@@ -79,5 +80,11 @@ mod tests {
         assert_eq!(parse("3").unwrap(), Duration::from_secs(3));
         assert!(parse("2 days").unwrap_err().contains("unknown unit"));
         assert!(parse("soon").is_err());
+        // Found by the corrupt suite: no panic on a value beyond what a Duration holds.
+        assert!(
+            parse("99999999999999999999h")
+                .unwrap_err()
+                .contains("too long")
+        );
     }
 }

@@ -384,7 +384,7 @@ fn check<R: Read + Seek>(
                 if room < remaining {
                     " (or its item)"
                 } else {
-                    ""
+                    " (a truncated file, or a damaged length)"
                 }
             ));
         }

@@ -15,6 +15,9 @@ pub mod kinds {
     pub const VOLUME: &str = "volume";
     /// A 2D picture: tensor `data` of shape `[rows, cols]`, row-major, row 0 at the top.
     pub const IMAGE: &str = "image";
+    /// Inputs discovered but not decoded: no tensor, a [`crate::reference::Reference`] in the
+    /// metadata (`volume.load` decodes it).
+    pub const REFERENCE: &str = "reference";
 }
 
 /// Well-known metadata keys. Plugins may add their own (prefer `family.name` keys).

@@ -34,6 +34,7 @@ pub mod fsio;
 pub mod inputs;
 pub mod item;
 pub mod naming;
+pub mod reference;
 pub mod seed;
 pub mod shard;
 pub mod stage;

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use mindscan_sdk::prelude::*;
+use mindscan_sdk::reference::Reference;
 use mindscan_sdk::tensor::channels_last_strides;
 
 use crate::{
@@ -178,4 +179,87 @@ pub fn volume_item(p: &Planned, vol: DicomVolume) -> Item {
     );
     m.set("sidecar", serde_json::Value::Object(vol.sidecar));
     item
+}
+
+/// The `reference` item of a planned series: its files and identity, no pixels (see
+/// [`mindscan_sdk::reference`]); [`resolve`] turns it back into a [`Planned`] series.
+pub fn reference_item(p: &Planned) -> Item {
+    let mut files: Vec<String> = Vec::new();
+    for f in &p.series.frames {
+        let f = f.path.display().to_string();
+        if !files.contains(&f) {
+            files.push(f);
+        }
+    }
+    let study = crate::hash_uid(p.series.shard_key(), "");
+    Reference::Series {
+        id: p.series.id.clone(),
+        split: p.series.split_key.clone(),
+        study,
+        files,
+        dims: p.series.dims,
+        warnings: p.series.warnings.clone(),
+    }
+    .into_item(&p.series.id, &p.source, &p.stem)
+}
+
+/// The series a reference names, from its files' headers read again (the files may be on
+/// another machine than the scan, and may have changed since): the split with the reference's
+/// grouping key, which must still have the reference's shape.
+pub fn resolve(r: &Reference, stem: &str, source: &str) -> Result<Planned> {
+    let Reference::Series {
+        id,
+        split,
+        files,
+        dims,
+        warnings,
+        ..
+    } = r
+    else {
+        bail!("not a DICOM series reference: {}", r.describe());
+    };
+    if files.is_empty() {
+        bail!("series {id}: the reference lists no file");
+    }
+    let paths: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
+    let rep = crate::scan_with(&paths, Vec::new());
+    if let Some(e) = rep.errors.first() {
+        bail!("series {id}: {e}");
+    }
+    if let Some(s) = rep.skipped.first() {
+        bail!(
+            "series {id}: {} is no longer a DICOM image: {}",
+            s.path.display(),
+            s.reason
+        );
+    }
+    // `2.25.<hash>` of the SeriesInstanceUID, without a split's `.n`.
+    let uid_hash = |id: &str| id.split('.').take(3).collect::<Vec<_>>().join(".");
+    let mut found = rep
+        .series
+        .into_iter()
+        .filter(|s| uid_hash(&s.id) == uid_hash(id))
+        .collect::<Vec<_>>();
+    let pick = if found.len() == 1 {
+        found.pop()
+    } else {
+        found.into_iter().find(|s| &s.split_key == split)
+    };
+    let Some(mut series) = pick else {
+        bail!("series {id}: its files no longer hold that series (changed since discovery?)");
+    };
+    if &series.dims != dims {
+        bail!(
+            "series {id}: its files now give {:?}, the reference says {:?} (changed since discovery?)",
+            series.dims,
+            dims
+        );
+    }
+    series.id = id.clone();
+    series.warnings = warnings.clone();
+    Ok(Planned {
+        series,
+        stem: stem.to_string(),
+        source: source.to_string(),
+    })
 }

@@ -123,3 +123,10 @@ fn rgb_tensor(flat: Vec<u8>, dims: &[usize], c: usize, shape: &mut Vec<usize>) -
     shape.push(c);
     Tensor::from_vec_strided(flat, shape, &channels_last_strides(dims, c))
 }
+
+/// The `reference` item of a NIfTI file (no voxels; `volume.load` reads it): keyed and named
+/// as [`volume_item`] keys and names it.
+pub fn reference_item(path: &Path) -> Item {
+    let p = path.display().to_string();
+    mindscan_sdk::reference::Reference::File { path: p.clone() }.into_item(&p, &p, &stem(path))
+}

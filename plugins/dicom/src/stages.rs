@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use mindscan_dicom::item::{Planned, deid_options, load_planned_with, plan_series};
+use mindscan_dicom::item::{Planned, deid_options, load_planned_with, plan_series, reference_item};
 use mindscan_dicom::{LoadOptions, PhilipsScaling, Series, scan};
 use mindscan_sdk::prelude::*;
 
@@ -73,15 +73,58 @@ fn default_name() -> String {
 
 /// Reads DICOM series as volumes.
 pub struct DicomRead {
-    inputs: Vec<PathBuf>,
+    series: SeriesScan,
     opts: LoadOptions,
-    name: String,
     lenient: bool,
+}
+
+/// The header pass both sources share: inputs → named series of this shard, once per stage.
+struct SeriesScan {
+    inputs: Vec<PathBuf>,
+    name: String,
     plan: OnceLock<Vec<Planned>>,
     shard: mindscan_sdk::shard::Shard,
 }
 
-impl DicomRead {
+impl SeriesScan {
+    fn new(paths: &[String], name: String, host: &Host) -> Result<Self> {
+        if paths.is_empty() {
+            bail!("paths is empty: give DICOM files, folders or glob patterns");
+        }
+        if name.trim().is_empty() {
+            bail!("name must not be empty");
+        }
+        Ok(SeriesScan {
+            inputs: paths.iter().map(PathBuf::from).collect(),
+            name,
+            plan: OnceLock::new(),
+            shard: host.shard(),
+        })
+    }
+
+    /// The series of this worker (series `i` goes to worker `i % worker_count`). The first
+    /// worker to ask runs the scan and reports its errors; a cancelled run plans nothing.
+    fn this_workers<'a>(
+        &'a self,
+        ctx: &Context,
+        out: &mut Emitter,
+    ) -> Result<impl Iterator<Item = &'a Planned> + use<'a>> {
+        let mut stopped = None;
+        let plan = self.plan.get_or_init(|| {
+            self.scan(ctx, out).unwrap_or_else(|e| {
+                stopped = Some(e);
+                Vec::new()
+            })
+        });
+        if let Some(e) = stopped {
+            return Err(e);
+        }
+        Ok(plan
+            .iter()
+            .skip(ctx.worker_index())
+            .step_by(ctx.worker_count()))
+    }
+
     /// The header pass. Unreadable files, named inputs that are not DICOM images and inputs
     /// without any series are item errors (named, counted, and in the run's exit status);
     /// `on_error` decides whether the run goes on.
@@ -135,10 +178,6 @@ impl DicomRead {
         plan.retain(|p| self.shard.keeps(p.series.shard_key()));
         Ok(plan)
     }
-
-    fn load(&self, ctx: &Context, p: &Planned) -> Result<Item> {
-        load_planned_with(p, &self.opts, self.lenient, &|w| ctx.warn(w))
-    }
 }
 
 impl Stage for DicomRead {
@@ -151,54 +190,71 @@ impl Stage for DicomRead {
         "Read DICOM series (files, folders, globs) as de-identified volumes, one per series";
 
     fn new(p: ReadParams, host: &Host) -> Result<Self> {
-        if p.paths.is_empty() {
-            bail!("paths is empty: give DICOM files, folders or glob patterns");
-        }
         let deid = deid_options(&p.keep_tags)?;
-        if p.name.trim().is_empty() {
-            bail!("name must not be empty");
-        }
         Ok(DicomRead {
-            inputs: p.paths.iter().map(PathBuf::from).collect(),
+            series: SeriesScan::new(&p.paths, p.name, host)?,
             opts: LoadOptions {
                 deid,
                 philips_scaling: p.philips_scaling.into(),
             },
-            name: p.name,
             lenient: p.lenient,
-            plan: OnceLock::new(),
-            shard: host.shard(),
         })
     }
 
     fn produce(&self, ctx: &Context, out: &mut Emitter) -> Result<()> {
-        // First pass, once for all workers: headers only.
-        // The worker that runs the scan reports its errors; a cancelled run plans nothing.
-        let mut stopped = None;
-        let plan = self.plan.get_or_init(|| {
-            self.scan(ctx, out).unwrap_or_else(|e| {
-                stopped = Some(e);
-                Vec::new()
-            })
-        });
-        if let Some(e) = stopped {
-            return Err(e);
-        }
-        // Second pass: one series at a time per worker.
-        for p in plan
-            .iter()
-            .skip(ctx.worker_index())
-            .step_by(ctx.worker_count())
-        {
+        // First pass, once for all workers: headers only. Second: one series at a time.
+        for p in self.series.this_workers(ctx, out)? {
             if ctx.is_cancelled() {
                 break;
             }
             // Decode only when the pipeline has room for one more volume (max_in_flight).
             out.wait_ready()?;
-            match self.load(ctx, p) {
+            match load_planned_with(p, &self.opts, self.lenient, &|w| ctx.warn(w)) {
                 Ok(item) => out.emit(item)?,
                 Err(e) => out.item_error(&p.series.id, &p.source, &e)?,
             }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScanParams {
+    /// Files, folders (searched recursively) and glob patterns.
+    pub paths: Vec<String>,
+    /// Output name template, as for `dicom.read` (`%p_%s` by default).
+    #[serde(default = "default_name")]
+    pub name: String,
+}
+
+/// Finds DICOM series and emits a reference to each (no pixels): `volume.load` decodes them,
+/// here or on another machine (through `queue.publish` / `queue.consume`).
+pub struct DicomScan {
+    series: SeriesScan,
+}
+
+impl Stage for DicomScan {
+    type Params = ScanParams;
+    const NAME: &'static str = "dicom.scan";
+    const ROLE: Role = Role::Source;
+    const INPUTS: &'static [&'static str] = &[];
+    const OUTPUTS: &'static [&'static str] = &[kinds::REFERENCE];
+    const DESCRIPTION: &'static str = "Find DICOM series (files, folders, globs) and emit a \
+         reference to each (files and identity, no pixels) for volume.load";
+
+    fn new(p: ScanParams, host: &Host) -> Result<Self> {
+        Ok(DicomScan {
+            series: SeriesScan::new(&p.paths, p.name, host)?,
+        })
+    }
+
+    fn produce(&self, ctx: &Context, out: &mut Emitter) -> Result<()> {
+        for p in self.series.this_workers(ctx, out)? {
+            if ctx.is_cancelled() {
+                break;
+            }
+            out.emit(reference_item(p))?;
         }
         Ok(())
     }

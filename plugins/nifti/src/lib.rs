@@ -1,6 +1,6 @@
-//! First-party NIfTI stages: `nifti.read` and `nifti.write`, on top of the `mindscan-nifti`
+//! First-party NIfTI stages: `nifti.read`, `nifti.scan` and `nifti.write`, on top of the `mindscan-nifti`
 //! format library.
 
 pub mod stages;
 
-mindscan_sdk::plugin!(name: "nifti", stages: [stages::NiftiRead, stages::NiftiWrite]);
+mindscan_sdk::plugin!(name: "nifti", stages: [stages::NiftiRead, stages::NiftiScan, stages::NiftiWrite]);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use mindscan_sdk::naming::sanitize_component;
 use mindscan_sdk::prelude::*;
 
-use mindscan_nifti::item::{is_nifti, stem, volume_item};
+use mindscan_nifti::item::{is_nifti, reference_item, stem, volume_item};
 use mindscan_nifti::{self as format, NiftiVolume, OutputDatatype, VoxelData, WriteOptions};
 use mindscan_sdk::inputs::expand_inputs;
 
@@ -106,6 +106,53 @@ impl Stage for NiftiRead {
                 Ok(item) => out.emit(item)?,
                 Err(e) => out.item_error(&key, &key, &e)?,
             }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScanParams {
+    /// Files, folders (searched recursively for .nii / .nii.gz) and glob patterns.
+    pub paths: Vec<String>,
+}
+
+/// Finds NIfTI files and emits a reference to each (no voxels) for `volume.load`.
+pub struct NiftiScan {
+    files: Vec<PathBuf>,
+}
+
+impl Stage for NiftiScan {
+    type Params = ScanParams;
+    const NAME: &'static str = "nifti.scan";
+    const ROLE: Role = Role::Source;
+    const INPUTS: &'static [&'static str] = &[];
+    const OUTPUTS: &'static [&'static str] = &[kinds::REFERENCE];
+    const DESCRIPTION: &'static str =
+        "Find NIfTI files (files, folders, globs) and emit a reference to each for volume.load";
+
+    fn new(p: ScanParams, host: &Host) -> Result<Self> {
+        let mut files = expand_inputs(&p.paths, is_nifti)?;
+        let shard = host.shard();
+        files.retain(|f| shard.keeps(&f.to_string_lossy()));
+        Ok(NiftiScan { files })
+    }
+
+    fn produce(&self, ctx: &Context, out: &mut Emitter) -> Result<()> {
+        if self.files.is_empty() {
+            ctx.warn("no NIfTI files found in the given paths");
+        }
+        for path in self
+            .files
+            .iter()
+            .skip(ctx.worker_index())
+            .step_by(ctx.worker_count())
+        {
+            if ctx.is_cancelled() {
+                break;
+            }
+            out.emit(reference_item(path))?;
         }
         Ok(())
     }

@@ -903,3 +903,81 @@ fn soak_hundreds_of_series_with_flat_memory() {
         "RSS grew from {start} KiB to {end} KiB over {total} series"
     );
 }
+
+/// The pipeline with `watch.scan` (references) and a `volume.load` stage in front of every
+/// stage the watch fed.
+fn with_scan_and_load(pipeline: &Path) {
+    let y = std::fs::read_to_string(pipeline).unwrap();
+    let y = y
+        .replace("use: watch.folder", "use: watch.scan")
+        .replace("inputs: [watch]", "inputs: [load]")
+        .replace(
+            "  - id: nifti\n",
+            "  - id: load\n    use: volume.load\n    inputs: [watch]\n    workers: 2\n    on_error: dead_letter\n  - id: nifti\n",
+        );
+    std::fs::write(pipeline, y).unwrap();
+}
+
+#[test]
+fn watch_scan_and_volume_load_write_what_watch_folder_writes_and_journal_it_done() {
+    let mut runs = Vec::new();
+    for scan in [false, true] {
+        let site = Site::new();
+        for name in [GE, MOSAIC] {
+            for f in series_files(name) {
+                deliver(
+                    &f,
+                    &site.incoming.join(name).join(f.file_name().unwrap()),
+                    Arrival::Plain,
+                );
+            }
+        }
+        let pipeline = site.pipeline("300ms", true, "      once: true");
+        if scan {
+            with_scan_and_load(&pipeline);
+        }
+        let status = mindscan()
+            .args(["run", "--no-progress"])
+            .arg(&pipeline)
+            .stderr(std::fs::File::create(site.root.join("run.log")).unwrap())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "{}", site.log("run.log"));
+        assert_eq!(
+            site.count("SELECT COUNT(*) FROM series WHERE state = 'done'"),
+            2,
+            "{}",
+            site.log("run.log")
+        );
+        let out = outputs(&site.out);
+        assert!(
+            out.keys().any(|f| f.ends_with(".nii.gz")),
+            "{:?}",
+            out.keys()
+        );
+        runs.push((out, manifest_rows(&site.out.join("jpg")).len()));
+    }
+    assert_eq!(runs[0].1, runs[1].1);
+    assert_eq!(
+        runs[0].0.keys().collect::<Vec<_>>(),
+        runs[1].0.keys().collect::<Vec<_>>()
+    );
+    for (f, bytes) in &runs[0].0 {
+        assert!(bytes == &runs[1].0[f], "{f} differs");
+    }
+}
+
+#[test]
+fn watch_scan_refuses_decoding_parameters() {
+    let site = Site::new();
+    let pipeline = site.pipeline("300ms", false, "      once: true\n      lenient: true");
+    with_scan_and_load(&pipeline);
+    let out = mindscan()
+        .args(["run", "--no-progress"])
+        .arg(&pipeline)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("volume.load parameters"), "{stderr}");
+}

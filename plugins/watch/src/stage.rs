@@ -119,6 +119,9 @@ pub struct WatchFolder {
     reports: (Sender<DecodeReport>, Receiver<DecodeReport>),
     /// Set when the watcher has stopped: decoders finish the queued jobs, then return.
     watcher_done: AtomicBool,
+    /// `watch.scan`: emit references (decoded by `volume.load`, here or on the machines behind
+    /// a queue) instead of volumes.
+    references: bool,
 }
 
 /// What a decoder turns into a `volume` item.
@@ -135,6 +138,18 @@ impl Volume {
             Volume::Dicom(p) => load_planned(p, deid, lenient, &|w| ctx.warn(w)),
             Volume::Nifti { path, stem } => {
                 let mut item = mindscan_nifti::item::volume_item(path, read_nifti(path)?, true)?;
+                item.meta.set("stem", stem);
+                Ok(item)
+            }
+        }
+    }
+
+    /// The reference a decoder elsewhere turns into this volume (`volume.load`).
+    fn reference(&self) -> Result<Item> {
+        match self {
+            Volume::Dicom(p) => Ok(mindscan_dicom::item::reference_item(p)),
+            Volume::Nifti { path, stem } => {
+                let mut item = mindscan_nifti::item::reference_item(path);
                 item.meta.set("stem", stem);
                 Ok(item)
             }
@@ -195,7 +210,12 @@ impl WatchFolder {
         if out.wait_ready().is_err() {
             return Decoded::Abandoned;
         }
-        match job.volume.load(&self.deid, self.lenient, ctx) {
+        let item = if self.references {
+            job.volume.reference()
+        } else {
+            job.volume.load(&self.deid, self.lenient, ctx)
+        };
+        match item {
             Ok(mut item) => {
                 item.meta.set(keys::KEY, &job.key);
                 item.meta.set("version", job.version);
@@ -226,6 +246,42 @@ impl Stage for WatchFolder {
          stable series once, with a crash-safe journal (exactly-once with the host's completions)";
 
     fn new(p: WatchParams, host: &Host) -> Result<Self> {
+        WatchFolder::with_output(p, host, false)
+    }
+
+    fn produce(&self, ctx: &Context, out: &mut Emitter) -> Result<()> {
+        self.watch(ctx, out)
+    }
+}
+
+/// `watch.scan`: `watch.folder` that emits references instead of volumes, for a watcher that
+/// only discovers (`queue.publish` shares the decoding among workers, `volume.load` decodes).
+pub struct WatchScan(WatchFolder);
+
+impl Stage for WatchScan {
+    type Params = WatchParams;
+    const NAME: &'static str = "watch.scan";
+    const ROLE: Role = Role::Source;
+    const INPUTS: &'static [&'static str] = &[];
+    const OUTPUTS: &'static [&'static str] = &[kinds::REFERENCE];
+    const DESCRIPTION: &'static str = "Watch folders as watch.folder does, but emit a reference          per stable series or file (for volume.load, here or behind a queue) instead of decoding";
+
+    fn new(p: WatchParams, host: &Host) -> Result<Self> {
+        if !p.keep_tags.is_empty() || p.lenient {
+            bail!(
+                "keep_tags and lenient are volume.load parameters with watch.scan (it decodes nothing)"
+            );
+        }
+        WatchFolder::with_output(p, host, true).map(WatchScan)
+    }
+
+    fn produce(&self, ctx: &Context, out: &mut Emitter) -> Result<()> {
+        self.0.watch(ctx, out)
+    }
+}
+
+impl WatchFolder {
+    fn with_output(p: WatchParams, host: &Host, references: bool) -> Result<Self> {
         if host.shard().is_split() {
             bail!(
                 "watch.folder cannot be sharded: a watched folder has one journal; run one watcher (and share the work through a queue)"
@@ -261,10 +317,11 @@ impl Stage for WatchFolder {
             jobs: bounded(1),
             reports: unbounded(),
             watcher_done: AtomicBool::new(false),
+            references,
         })
     }
 
-    fn produce(&self, ctx: &Context, out: &mut Emitter) -> Result<()> {
+    fn watch(&self, ctx: &Context, out: &mut Emitter) -> Result<()> {
         if ctx.worker_index() > 0 {
             // One watcher per stage; the other workers decode the series it hands them.
             return self.decode_jobs(ctx, out);

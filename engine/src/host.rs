@@ -126,7 +126,7 @@ pub trait Outlet: Sync {
         Status::Ok
     }
     /// Sources: hands over the items whose processing ended since the last call.
-    fn take_completed(&self, _visit: &mut dyn FnMut(&str, Outcome)) {}
+    fn take_completed(&self, _visit: &mut dyn FnMut(&str, Outcome, &str)) {}
 }
 
 unsafe extern "C" fn outlet_wait_ready(ctx: *mut c_void) -> Status {
@@ -143,8 +143,13 @@ unsafe extern "C" fn outlet_take_completed(
     // SAFETY: as in `outlet_emit`; `visit` is the plugin's callback for `visitor`.
     let outlet: &dyn Outlet = unsafe { *(ctx as *const &dyn Outlet) };
     catch_unwind(AssertUnwindSafe(|| {
-        outlet.take_completed(&mut |key, outcome| unsafe {
-            visit(visitor, StrRef::new(key), outcome as u32)
+        outlet.take_completed(&mut |key, outcome, error| unsafe {
+            visit(
+                visitor,
+                StrRef::new(key),
+                outcome as u32,
+                StrRef::new(error),
+            )
         })
     }))
     .map(|()| Status::Ok)

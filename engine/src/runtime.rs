@@ -47,7 +47,8 @@ struct TrackState {
     in_flight: usize,
     /// Set when the source first asks for completions; until then none are kept.
     recording: bool,
-    completed: Vec<(String, Outcome)>,
+    /// Key, outcome, first error (empty when none).
+    completed: Vec<(String, Outcome, String)>,
 }
 
 impl SourceTrack {
@@ -115,9 +116,19 @@ pub struct Root {
     slot: Arc<Slot>,
     /// An [`Outcome`] as u32; only ever moves away from `Done`.
     outcome: AtomicU32,
+    /// The first error reported for the item or one derived from it.
+    error: Mutex<Option<String>>,
 }
 
 impl Root {
+    fn fail(&self, o: Outcome, message: &str) {
+        self.mark(o);
+        let mut e = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        if e.is_none() {
+            *e = Some(message.to_string());
+        }
+    }
+
     fn mark(&self, o: Outcome) {
         // A failure wins over an abandon: the source must not retry an item that failed.
         let _ = self
@@ -142,7 +153,17 @@ impl Drop for Root {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if st.recording {
-            st.completed.push((std::mem::take(&mut self.key), outcome));
+            let error = match outcome {
+                Outcome::Failed => self
+                    .error
+                    .get_mut()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            st.completed
+                .push((std::mem::take(&mut self.key), outcome, error));
         }
         drop(st);
         // Frees the slot (and wakes the source) unless the item's data was released first.
@@ -328,6 +349,7 @@ impl Outlet for WorkerOutlet<'_> {
                     key: item.key().to_string(),
                     slot,
                     outcome: AtomicU32::new(Outcome::Done as u32),
+                    error: Mutex::new(None),
                 }))
             }
             None => self.current.and_then(|e| e.root.clone()),
@@ -363,7 +385,7 @@ impl Outlet for WorkerOutlet<'_> {
         }
     }
 
-    fn take_completed(&self, visit: &mut dyn FnMut(&str, Outcome)) {
+    fn take_completed(&self, visit: &mut dyn FnMut(&str, Outcome, &str)) {
         let Some(track) = &self.stage.track else {
             return;
         };
@@ -372,8 +394,8 @@ impl Outlet for WorkerOutlet<'_> {
             st.recording = true;
             std::mem::take(&mut st.completed)
         };
-        for (key, outcome) in done {
-            visit(&key, outcome);
+        for (key, outcome, error) in done {
+            visit(&key, outcome, &error);
         }
     }
 }
@@ -408,10 +430,14 @@ fn handle_error(
     if let Some(root) = env.and_then(|e| e.root.as_ref()) {
         // `fail` stops the run because of this item: nothing was skipped, so the source may
         // process it again next time. `skip` / `dead_letter` settle it as failed.
-        root.mark(match stage.on_error {
+        let o = match stage.on_error {
             OnError::Fail => Outcome::Abandoned,
             _ => Outcome::Failed,
-        });
+        };
+        root.fail(
+            o,
+            &format!("stage '{}' ({}): {message}", stage.id, stage.type_name),
+        );
     }
     let item = env.map(|e| &*e.item);
     let what = match (key.is_empty(), source.is_empty()) {

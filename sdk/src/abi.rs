@@ -19,7 +19,7 @@
 use std::ffi::c_void;
 
 /// Bumped on every incompatible change of any type in this module.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Name of the symbol a plugin library exports (`extern "C" fn() -> *const PluginDescriptor`).
 pub const ENTRY_SYMBOL: &str = "mindscan_plugin_entry";
@@ -133,8 +133,10 @@ impl Outcome {
     }
 }
 
-/// Called by [`EmitFn::take_completed`] once per completed item.
-pub type CompletedVisitor = unsafe extern "C" fn(visitor: *mut c_void, key: StrRef, outcome: u32);
+/// Called by [`EmitFn::take_completed`] once per completed item: its key, an [`Outcome`], and
+/// for `Failed` the first error reported for it (empty otherwise). The error was added in ABI 4.
+pub type CompletedVisitor =
+    unsafe extern "C" fn(visitor: *mut c_void, key: StrRef, outcome: u32, error: StrRef);
 
 /// Receives what a stage produces: items, and per-item errors (a file that could not be read by
 /// a source, a slice that failed) that the host handles with the stage's `on_error` policy.

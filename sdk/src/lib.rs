@@ -43,7 +43,7 @@ pub mod walk;
 
 pub use abi::{ABI_VERSION, Outcome, Role};
 pub use item::{Item, Meta, keys, kinds};
-pub use stage::{Cancelled, Context, Emitter, Host, Stage};
+pub use stage::{Cancelled, Completion, Context, Emitter, Host, Stage};
 pub use tensor::{DType, Device, Element, Tensor};
 
 /// Re-exported so plugins derive from the same versions the SDK uses.

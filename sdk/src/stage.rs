@@ -178,6 +178,15 @@ impl std::fmt::Display for Cancelled {
 }
 impl std::error::Error for Cancelled {}
 
+/// How the processing of one emitted item ended (see [`Emitter::take_completions`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    pub key: String,
+    pub outcome: Outcome,
+    /// For [`Outcome::Failed`]: the first error a stage reported for the item.
+    pub error: Option<String>,
+}
+
 /// Sends items downstream. Blocks while downstream queues are full (backpressure).
 pub struct Emitter {
     raw: EmitFn,
@@ -218,20 +227,36 @@ impl Emitter {
     /// pipeline since the last call (key and outcome). The host records completions from the
     /// first call on, so call it once before emitting when you need them.
     pub fn take_completed(&mut self) -> Vec<(String, Outcome)> {
-        unsafe extern "C" fn visit(v: *mut std::ffi::c_void, key: StrRef, outcome: u32) {
-            // SAFETY: `v` is the Vec passed below; the key is borrowed for the call.
-            let out = unsafe { &mut *(v as *mut Vec<(String, Outcome)>) };
-            out.push((
-                unsafe { key.as_str() }.to_string(),
-                Outcome::from_u32(outcome),
-            ));
+        self.take_completions()
+            .into_iter()
+            .map(|c| (c.key, c.outcome))
+            .collect()
+    }
+
+    /// [`Emitter::take_completed`] with, for failed items, the first error reported for them
+    /// (what a queue hands to its dead-letter subject).
+    pub fn take_completions(&mut self) -> Vec<Completion> {
+        unsafe extern "C" fn visit(
+            v: *mut std::ffi::c_void,
+            key: StrRef,
+            outcome: u32,
+            error: StrRef,
+        ) {
+            // SAFETY: `v` is the Vec passed below; the strings are borrowed for the call.
+            let out = unsafe { &mut *(v as *mut Vec<Completion>) };
+            let error = unsafe { error.as_str() };
+            out.push(Completion {
+                key: unsafe { key.as_str() }.to_string(),
+                outcome: Outcome::from_u32(outcome),
+                error: (!error.is_empty()).then(|| error.to_string()),
+            });
         }
-        let mut out: Vec<(String, Outcome)> = Vec::new();
+        let mut out: Vec<Completion> = Vec::new();
         // SAFETY: valid callback per the ABI; `out` outlives the call.
         unsafe {
             (self.raw.take_completed)(
                 self.raw.ctx,
-                &mut out as *mut Vec<(String, Outcome)> as *mut std::ffi::c_void,
+                &mut out as *mut Vec<Completion> as *mut std::ffi::c_void,
                 visit,
             )
         };

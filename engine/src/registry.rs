@@ -234,7 +234,15 @@ impl Registry {
             .filter(|(s, _)| *s > 0.75)
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        scored.into_iter().take(3).map(|(_, k)| k.clone()).collect()
+        // Names sharing a plugin prefix all score high ("volume.slise" is close
+        // to "volume.load" too): offer only those about as close as the best.
+        let best = scored.first().map_or(0.0, |(s, _)| *s);
+        scored
+            .into_iter()
+            .take_while(|(s, _)| *s >= best - 0.05)
+            .take(3)
+            .map(|(_, k)| k.clone())
+            .collect()
     }
 }
 

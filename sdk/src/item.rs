@@ -242,3 +242,35 @@ pub unsafe fn item_from_ffi(item: *const FfiItem, take_ownership: bool) -> Resul
         tensors: out,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Metadata crosses the ABI as JSON: every float must come back with the same bits, or an
+    /// output would depend on whether a (separately built) plugin stage touched the item.
+    #[test]
+    fn float_metadata_crosses_the_abi_bit_for_bit() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut values: Vec<f64> = vec![1.6666666666666665, 0.1, 2.0 / 3.0, 5e-324, 1e308];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f64::from_bits(x);
+            if v.is_finite() {
+                values.push(v);
+            }
+            values.push((x >> 11) as f64 / (1u64 << 53) as f64 * 1000.0);
+        }
+        let mut item = Item::new(kinds::VOLUME, "k");
+        item.meta.set("values", &values);
+        let buf = FfiItemBuf::new(&item);
+        let back = unsafe { item_from_ffi(buf.as_ptr(), false) }.unwrap();
+        let got: Vec<f64> = back.meta.get("values").unwrap();
+        assert_eq!(got.len(), values.len());
+        for (a, b) in values.iter().zip(&got) {
+            assert_eq!(a.to_bits(), b.to_bits(), "{a:e} came back as {b:e}");
+        }
+    }
+}

@@ -13,6 +13,7 @@ pub fn descriptors() -> Vec<*const PluginDescriptor> {
         mindscan_plugin_tensor::plugin_descriptor(),
         mindscan_plugin_diffusion::plugin_descriptor(),
         mindscan_plugin_volume::plugin_descriptor(),
+        mindscan_plugin_queue::plugin_descriptor(),
     ]
 }
 

@@ -8,6 +8,7 @@ mod engine_behaviour;
 mod hardening;
 mod nifti_jpg;
 mod plugins_dynamic;
+mod queue;
 mod references;
 mod shards;
 mod tensors;

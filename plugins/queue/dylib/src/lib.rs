@@ -1,0 +1,1 @@
+mindscan_sdk::export_plugin!(mindscan_plugin_queue::plugin_descriptor);

@@ -28,6 +28,11 @@ pub struct Request {
 /// The output folder must exist (it is created) and take files, checked before any input is
 /// read, so a wrong `--out` fails at once with its own exit status.
 pub fn check_output(out: &Path) -> Result<()> {
+    // An object store is reached when the first file goes up (the sinks stage locally).
+    let shown = out.to_string_lossy();
+    if shown.starts_with("s3://") || shown.starts_with("s3a://") {
+        return Ok(());
+    }
     std::fs::create_dir_all(out)
         .with_context(|| format!("{}: cannot create the output folder", out.display()))?;
     let probe = mindscan_sdk::fsio::temp_path_for(&out.join("write-check"))?;

@@ -11,6 +11,7 @@ mod plugins_dynamic;
 mod queue;
 mod references;
 mod shards;
+mod storage;
 mod tensors;
 mod validation;
 mod walls;

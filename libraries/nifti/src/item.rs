@@ -36,9 +36,19 @@ fn recycled<T: Element>(v: Vec<T>, dims: &[usize]) -> Tensor {
 }
 
 /// Builds the `volume` item for a NIfTI file.
-pub fn volume_item(path: &Path, mut vol: NiftiVolume, apply_scaling: bool) -> Result<Item> {
-    let key = path.display().to_string();
-    let mut item = Item::new(kinds::VOLUME, &key);
+pub fn volume_item(path: &Path, vol: NiftiVolume, apply_scaling: bool) -> Result<Item> {
+    volume_item_named(path, &path.display().to_string(), vol, apply_scaling)
+}
+
+/// [`volume_item`] for a file known by another name than its path (the URL of an object
+/// mirrored into a local cache): the name is its key and source.
+pub fn volume_item_named(
+    path: &Path,
+    name: &str,
+    mut vol: NiftiVolume,
+    apply_scaling: bool,
+) -> Result<Item> {
+    let mut item = Item::new(kinds::VOLUME, name);
     let dims = vol.dims.clone();
     let scaled = apply_scaling && vol.has_scaling();
     let type_name = vol.data.type_name();
@@ -79,7 +89,7 @@ pub fn volume_item(path: &Path, mut vol: NiftiVolume, apply_scaling: bool) -> Re
     };
     item.set_tensor("data", tensor);
     let m = &mut item.meta;
-    m.set(keys::SOURCE, path.display().to_string());
+    m.set(keys::SOURCE, name);
     m.set("stem", stem(path));
     m.set_affine(&vol.affine);
     m.set(
@@ -127,6 +137,14 @@ fn rgb_tensor(flat: Vec<u8>, dims: &[usize], c: usize, shape: &mut Vec<usize>) -
 /// The `reference` item of a NIfTI file (no voxels; `volume.load` reads it): keyed and named
 /// as [`volume_item`] keys and names it.
 pub fn reference_item(path: &Path) -> Item {
-    let p = path.display().to_string();
-    mindscan_sdk::reference::Reference::File { path: p.clone() }.into_item(&p, &p, &stem(path))
+    reference_item_named(path, &path.display().to_string())
+}
+
+/// [`reference_item`] for a file known by another name (an object's URL): the reference names
+/// that, so a machine without this one's cache can fetch it.
+pub fn reference_item_named(path: &Path, name: &str) -> Item {
+    mindscan_sdk::reference::Reference::File {
+        path: name.to_string(),
+    }
+    .into_item(name, name, &stem(path))
 }

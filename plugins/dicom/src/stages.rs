@@ -24,11 +24,14 @@ use std::sync::OnceLock;
 use mindscan_dicom::item::{Planned, deid_options, load_planned_with, plan_series, reference_item};
 use mindscan_dicom::{LoadOptions, PhilipsScaling, Series, scan};
 use mindscan_sdk::prelude::*;
+use mindscan_sdk::reference::{META_KEY, Reference};
+use mindscan_storage::{localise_inputs, origin_of};
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadParams {
-    /// Files, folders (searched recursively) and glob patterns.
+    /// Files, folders (searched recursively), glob patterns and `s3://` prefixes (mirrored
+    /// into the local cache, `$MINDSCAN_CACHE`).
     pub paths: Vec<String>,
     /// DICOM keywords of de-identified attributes (PS3.15 E.1, e.g. `PatientAge`) to keep in the
     /// sidecar. Default: none — nothing identifying reaches outputs, names or logs.
@@ -80,10 +83,42 @@ pub struct DicomRead {
 
 /// The header pass both sources share: inputs → named series of this shard, once per stage.
 struct SeriesScan {
-    inputs: Vec<PathBuf>,
+    /// As given: paths, globs, `s3://` prefixes (mirrored when the scan runs).
+    inputs: Vec<String>,
     name: String,
     plan: OnceLock<Vec<Planned>>,
     shard: mindscan_sdk::shard::Shard,
+}
+
+/// A path as keys, messages and references show it: a mirrored object's URL, else the path.
+fn name_of(path: &Path) -> String {
+    origin_of(path).unwrap_or_else(|| path.display().to_string())
+}
+
+/// A series reference whose files came from an object store names the objects, not this
+/// machine's cache, so `volume.load` anywhere can fetch them.
+fn with_object_urls(mut item: Item) -> Item {
+    if let Ok(Reference::Series {
+        id,
+        split,
+        study,
+        files,
+        dims,
+        warnings,
+    }) = Reference::of(&item)
+    {
+        let files = files.iter().map(|f| name_of(Path::new(f))).collect();
+        let r = Reference::Series {
+            id,
+            split,
+            study,
+            files,
+            dims,
+            warnings,
+        };
+        item.meta.set(META_KEY, &r);
+    }
+    item
 }
 
 impl SeriesScan {
@@ -95,7 +130,7 @@ impl SeriesScan {
             bail!("name must not be empty");
         }
         Ok(SeriesScan {
-            inputs: paths.iter().map(PathBuf::from).collect(),
+            inputs: paths.to_vec(),
             name,
             plan: OnceLock::new(),
             shard: host.shard(),
@@ -129,18 +164,19 @@ impl SeriesScan {
     /// without any series are item errors (named, counted, and in the run's exit status);
     /// `on_error` decides whether the run goes on.
     fn scan(&self, ctx: &Context, out: &mut Emitter) -> Result<Vec<Planned>> {
-        let rep = scan(&self.inputs);
+        let inputs: Vec<PathBuf> = localise_inputs(&self.inputs, &|_| true)?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        let rep = scan(&inputs);
         for s in &rep.skipped {
             ctx.debug(&format!("skipped {}: {}", s.path.display(), s.reason));
         }
         for e in rep.errors.iter().filter(|e| {
             self.shard
-                .keeps(&e.path().unwrap_or(Path::new("")).to_string_lossy())
+                .keeps(&name_of(e.path().unwrap_or(Path::new(""))))
         }) {
-            let input = e
-                .path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
+            let input = e.path().map(name_of).unwrap_or_default();
             out.item_error(&input, &input, &anyhow!("{e}"))?;
         }
         for w in &rep.warnings {
@@ -148,8 +184,8 @@ impl SeriesScan {
         }
         if rep.series.is_empty() {
             if rep.errors.is_empty() {
-                for inp in &self.inputs {
-                    let input = inp.display().to_string();
+                for inp in &inputs {
+                    let input = name_of(inp);
                     let skipped = rep
                         .skipped
                         .iter()
@@ -176,6 +212,9 @@ impl SeriesScan {
         // series gets the name it has in an unsplit run and shards never write the same file.
         let mut plan = plan_series(rep.series, &self.name);
         plan.retain(|p| self.shard.keeps(p.series.shard_key()));
+        for p in &mut plan {
+            p.source = name_of(Path::new(&p.source));
+        }
         Ok(plan)
     }
 }
@@ -221,7 +260,8 @@ impl Stage for DicomRead {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScanParams {
-    /// Files, folders (searched recursively) and glob patterns.
+    /// Files, folders (searched recursively), glob patterns and `s3://` prefixes (mirrored
+    /// into the local cache, `$MINDSCAN_CACHE`).
     pub paths: Vec<String>,
     /// Output name template, as for `dicom.read` (`%p_%s` by default).
     #[serde(default = "default_name")]
@@ -254,7 +294,7 @@ impl Stage for DicomScan {
             if ctx.is_cancelled() {
                 break;
             }
-            out.emit(reference_item(p))?;
+            out.emit(with_object_urls(reference_item(p)))?;
         }
         Ok(())
     }

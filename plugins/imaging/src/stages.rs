@@ -6,11 +6,11 @@ pub mod resize;
 pub use resize::ImageResize;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use mindscan_sdk::naming::sanitize_component;
 use mindscan_sdk::prelude::*;
+use mindscan_storage::Destination;
 
 use crate::core::{
     CanonicalView, ContactSheetTile, EmptySliceRule, FrameSelection, ManifestFormat, ManifestRow,
@@ -573,7 +573,8 @@ pub enum ManifestKind {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WriteParams {
-    /// Output folder.
+    /// Output folder, or an `s3://bucket/prefix` URL (each image is staged locally, then
+    /// uploaded whole; manifests go up at the end of the run).
     pub out: String,
     #[serde(default = "default_format")]
     pub format: ImageFormat,
@@ -629,7 +630,7 @@ struct PendingSheet {
 /// Writes images (JPG or 8/16-bit PNG), a manifest a PyTorch Dataset can read, and optional
 /// contact sheets. Every file is written under a temporary name and renamed.
 pub struct ImageWrite {
-    out: PathBuf,
+    out: Destination,
     format: ImageFormat,
     quality: u8,
     bit_depth: u8,
@@ -675,7 +676,15 @@ impl Stage for ImageWrite {
                     .map_err(|e| anyhow!("{e}"))?,
             ),
         };
-        let out = PathBuf::from(&p.out);
+        if p.manifest_append && mindscan_storage::is_url(&p.out) {
+            bail!(
+                "manifest_append needs a local out: an object cannot be appended to \
+                 ({} gets its manifests whole at the end of the run)",
+                p.out
+            );
+        }
+        let dest = Destination::new(&p.out)?;
+        let out = dest.root().to_path_buf();
         std::fs::create_dir_all(&out)
             .with_context(|| format!("{}: cannot create output folder", out.display()))?;
         // Temporaries of an earlier run that was killed before renaming them.
@@ -700,7 +709,7 @@ impl Stage for ImageWrite {
             manifests.push(open("manifest.jsonl", ManifestFormat::Jsonl)?);
         }
         Ok(ImageWrite {
-            out,
+            out: dest,
             format: p.format,
             quality: p.quality,
             bit_depth: p.bit_depth,
@@ -769,7 +778,7 @@ impl Stage for ImageWrite {
                 key: Some(item.key()),
             })
             .map_err(|e| anyhow!("{e}"))?;
-        let path = self.out.join(&rel);
+        let path = self.out.root().join(&rel);
         let u8_pixels = (self.bit_depth == 8 || colour.is_some()).then(|| px.map_u8(&window));
         let bytes = match (self.format, colour, &u8_pixels) {
             (ImageFormat::Jpg, Some(rgb), _) => encode_jpeg_rgb(rgb, rows, cols, self.quality),
@@ -780,10 +789,11 @@ impl Stage for ImageWrite {
         }
         .map_err(|e| anyhow!("{e}"))?;
         write_atomic(&path, &bytes).with_context(|| format!("{}: cannot write", path.display()))?;
+        self.out.commit(&path)?;
 
         let spacing: Vec<f64> = m.get(keys::SPACING).unwrap_or_else(|| vec![1.0, 1.0]);
         let row = ManifestRow {
-            path: relative_path(&self.out, &path).unwrap_or(rel.clone()),
+            path: relative_path(self.out.root(), &path).unwrap_or(rel.clone()),
             source: source.clone(),
             plane: plane.clone(),
             index,
@@ -873,7 +883,8 @@ impl Stage for ImageWrite {
         for w in writers {
             let rows = w.rows_written();
             let path = w.finish()?;
-            ctx.info(&format!("manifest {} ({rows} rows)", path.display()));
+            self.out.commit(&path)?;
+            ctx.info(&format!("manifest {} ({rows} rows)", self.out.shown(&path)));
         }
         Ok(())
     }
@@ -903,8 +914,9 @@ impl ImageWrite {
         } else {
             format!("{stem}_{plane}_sheet.png")
         };
-        write_atomic(&self.out.join(name), &png)?;
-        Ok(())
+        let path = self.out.root().join(name);
+        write_atomic(&path, &png)?;
+        self.out.commit(&path)
     }
 }
 

@@ -5,14 +5,28 @@ use std::path::{Path, PathBuf};
 use mindscan_sdk::naming::sanitize_component;
 use mindscan_sdk::prelude::*;
 
-use mindscan_nifti::item::{is_nifti, reference_item, stem, volume_item};
+use mindscan_nifti::item::{is_nifti, reference_item_named, stem, volume_item_named};
 use mindscan_nifti::{self as format, NiftiVolume, OutputDatatype, VoxelData, WriteOptions};
 use mindscan_sdk::inputs::expand_inputs;
+use mindscan_storage::{Destination, localise_inputs, origin_of};
+
+/// The files a source's `paths:` name: `s3://` prefixes are mirrored into the local cache
+/// first (their NIfTI objects only).
+fn nifti_files(paths: &[String]) -> Result<Vec<PathBuf>> {
+    expand_inputs(&localise_inputs(paths, &is_nifti)?, is_nifti)
+}
+
+/// What a file is called in keys, manifests and references: the URL of a mirrored object,
+/// else its path (so seeds and outputs do not depend on where the cache is).
+fn name_of(path: &Path) -> String {
+    origin_of(path).unwrap_or_else(|| path.display().to_string())
+}
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadParams {
-    /// Files, folders (searched recursively for .nii / .nii.gz) and glob patterns.
+    /// Files, folders (searched recursively for .nii / .nii.gz), glob patterns and `s3://`
+    /// prefixes (mirrored into the local cache, `$MINDSCAN_CACHE`).
     pub paths: Vec<String>,
     /// Apply scl_slope/scl_inter (values become float32, like nibabel's get_fdata).
     #[serde(default = "yes")]
@@ -65,10 +79,10 @@ impl Stage for NiftiRead {
         "Read NIfTI-1/2 volumes (.nii, .nii.gz) from files, folders and globs";
 
     fn new(p: ReadParams, host: &Host) -> Result<Self> {
-        let mut files = expand_inputs(&p.paths, is_nifti)?;
-        // A split run (`--shard`) keeps the files whose path hashes to this shard.
+        let mut files = nifti_files(&p.paths)?;
+        // A split run (`--shard`) keeps the files whose name hashes to this shard.
         let shard = host.shard();
-        files.retain(|f| shard.keeps(&f.to_string_lossy()));
+        files.retain(|f| shard.keeps(&name_of(f)));
         if p.max_bytes == 0 {
             bail!("max_bytes must be at least 1");
         }
@@ -98,10 +112,10 @@ impl Stage for NiftiRead {
             }
             // Read only when the pipeline has room for one more volume (max_in_flight).
             out.wait_ready()?;
-            let key = path.display().to_string();
+            let key = name_of(path);
             match format::read_nifti_with(path, &self.options)
                 .map_err(|e| over_budget_hint(e, ctx.stage_id()))
-                .and_then(|v| volume_item(path, v, self.apply_scaling))
+                .and_then(|v| volume_item_named(path, &key, v, self.apply_scaling))
             {
                 Ok(item) => out.emit(item)?,
                 Err(e) => out.item_error(&key, &key, &e)?,
@@ -114,7 +128,8 @@ impl Stage for NiftiRead {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScanParams {
-    /// Files, folders (searched recursively for .nii / .nii.gz) and glob patterns.
+    /// Files, folders (searched recursively for .nii / .nii.gz), glob patterns and `s3://`
+    /// prefixes (mirrored into the local cache, `$MINDSCAN_CACHE`).
     pub paths: Vec<String>,
 }
 
@@ -133,9 +148,9 @@ impl Stage for NiftiScan {
         "Find NIfTI files (files, folders, globs) and emit a reference to each for volume.load";
 
     fn new(p: ScanParams, host: &Host) -> Result<Self> {
-        let mut files = expand_inputs(&p.paths, is_nifti)?;
+        let mut files = nifti_files(&p.paths)?;
         let shard = host.shard();
-        files.retain(|f| shard.keeps(&f.to_string_lossy()));
+        files.retain(|f| shard.keeps(&name_of(f)));
         Ok(NiftiScan { files })
     }
 
@@ -152,7 +167,7 @@ impl Stage for NiftiScan {
             if ctx.is_cancelled() {
                 break;
             }
-            out.emit(reference_item(path))?;
+            out.emit(reference_item_named(path, &name_of(path)))?;
         }
         Ok(())
     }
@@ -179,7 +194,8 @@ pub enum WriteDtype {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WriteParams {
-    /// Output folder.
+    /// Output folder, or an `s3://bucket/prefix` URL (each file is staged locally, then
+    /// uploaded whole).
     pub out: String,
     #[serde(default = "default_format")]
     pub format: NiftiFormat,
@@ -210,7 +226,7 @@ fn default_level() -> u32 {
 /// Writes volumes as NIfTI-1 (temporary name, then rename), with a JSON sidecar when the item
 /// carries one (`sidecar` metadata, e.g. from DICOM).
 pub struct NiftiWrite {
-    out: PathBuf,
+    out: Destination,
     params: WriteParams,
 }
 
@@ -280,9 +296,9 @@ impl Stage for NiftiWrite {
                 bail!("unknown token {{{tok}}} in name (known: {{stem}}, {{series}}, {{key}})");
             }
         }
-        let out = PathBuf::from(&params.out);
+        let out = Destination::new(&params.out)?;
         // Temporaries of an earlier run that was killed before renaming them.
-        host.remove_stale_temps(Self::NAME, &out);
+        host.remove_stale_temps(Self::NAME, out.root());
         Ok(NiftiWrite { out, params })
     }
 
@@ -327,9 +343,10 @@ impl Stage for NiftiWrite {
             NiftiFormat::Nii => "nii",
             NiftiFormat::NiiGz => "nii.gz",
         };
-        std::fs::create_dir_all(&self.out)
-            .with_context(|| format!("{}: cannot create output folder", self.out.display()))?;
-        let path = self.out.join(format!("{name}.{ext}"));
+        let dir = self.out.root();
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create output folder", dir.display()))?;
+        let path = dir.join(format!("{name}.{ext}"));
         let opts = WriteOptions {
             gzip_level: self.params.gzip_level,
             datatype: match self.params.dtype {
@@ -345,11 +362,13 @@ impl Stage for NiftiWrite {
             ..WriteOptions::default()
         };
         format::write_nifti_with(&path, &vol, &opts)?;
+        self.out.commit(&path)?;
         if let Some(sidecar) = item.meta.0.get("sidecar") {
-            let json_path = self.out.join(format!("{name}.json"));
+            let json_path = dir.join(format!("{name}.json"));
             let bytes = serde_json::to_vec_pretty(sidecar)?;
             mindscan_sdk::fsio::write_atomic(&json_path, &bytes)
                 .with_context(|| format!("{}: cannot write sidecar", json_path.display()))?;
+            self.out.commit(&json_path)?;
         }
         Ok(())
     }

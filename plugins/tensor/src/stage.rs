@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use mindscan_sdk::prelude::*;
+use mindscan_storage::Destination;
 
 use crate::layout::OutDType;
 use crate::writer::{Config, ShardWriter};
@@ -10,7 +11,9 @@ use crate::writer::{Config, ShardWriter};
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TensorWriteParams {
-    /// Output folder: `<prefix>-00000.safetensors`, ... and `index.json`.
+    /// Output folder: `<prefix>-00000.safetensors`, ... and `index.json`; or an
+    /// `s3://bucket/prefix` URL (each shard staged locally, then uploaded whole, then the
+    /// index; shards of earlier runs there are not removed, the index lists this run's).
     pub out: String,
     /// Tensors of each item to write, by name (e.g. `[x_t, noise]`). Default: every tensor of
     /// the first item; then every item must carry the same ones.
@@ -88,13 +91,27 @@ impl Stage for TensorWrite {
                 p.prefix
             );
         }
-        let cfg = config(p)?;
+        if p.append && mindscan_storage::is_url(&p.out) {
+            bail!(
+                "append needs a local out: {} is an object store, where a run cannot read \
+                 back the shards of earlier runs",
+                p.out
+            );
+        }
+        let dest = Destination::new(&p.out)?;
+        let mut cfg = config(p)?;
+        cfg.out = dest.root().to_path_buf();
         let out = cfg.out.clone();
         // Temporaries of an earlier run that was killed before renaming them.
         std::fs::create_dir_all(&out)
             .with_context(|| format!("{}: cannot create the output folder", out.display()))?;
         host.remove_stale_temps(Self::NAME, &out);
         let (writer, notes) = ShardWriter::open(cfg)?;
+        let writer = if dest.is_remote() {
+            writer.with_destination(dest)?
+        } else {
+            writer
+        };
         for n in notes {
             host.log(mindscan_sdk::abi::LOG_INFO, Self::NAME, &n);
         }

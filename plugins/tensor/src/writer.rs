@@ -17,6 +17,8 @@ use safetensors::tensor::TensorView;
 use serde_json::Value;
 
 use crate::index::{FORMAT, Index, ShardEntry, TensorEntry, shard_file, shard_files, shard_number};
+use mindscan_storage::Destination;
+
 use crate::layout::{MetaValue, OutDType, append_tensor, check_tensor};
 
 /// What to write, checked (see `TensorWriteParams` for the meaning of each field).
@@ -76,6 +78,8 @@ pub struct ShardWriter {
     slots: Mutex<Vec<Option<Shard>>>,
     next: AtomicU64,
     index: Mutex<Index>,
+    /// Where finished files are published (`None`: they stay where they were written).
+    dest: Option<Destination>,
     _claim: FolderClaim,
 }
 
@@ -149,10 +153,23 @@ impl ShardWriter {
                 slots: Mutex::new(Vec::new()),
                 next: AtomicU64::new(next),
                 index: Mutex::new(index),
+                dest: None,
                 _claim: claim,
             },
             notes,
         ))
+    }
+
+    /// Publishes every finished file through `dest` (an object store: `cfg.out` is its staging
+    /// folder), starting with the empty index written by [`Self::open`].
+    pub fn with_destination(mut self, dest: Destination) -> Result<Self> {
+        dest.commit(&self.cfg.out.join(crate::index::INDEX_FILE))?;
+        self.dest = Some(dest);
+        Ok(self)
+    }
+
+    fn publish(&self, path: &Path) -> Result<()> {
+        self.dest.as_ref().map_or(Ok(()), |d| d.commit(path))
     }
 
     /// Adds `item` as a row of worker `worker`'s shard; writes the shard when it is full.
@@ -338,6 +355,7 @@ impl ShardWriter {
             )
         })?;
         drop(shard.data);
+        self.publish(&path)?;
         let mut ix = lock(&self.index);
         ix.add(ShardEntry {
             file: file.clone(),
@@ -345,6 +363,8 @@ impl ShardWriter {
             keys: shard.keys,
         });
         ix.write(&self.cfg.out)?;
+        // Under the index lock: a later index never goes up before an earlier one.
+        self.publish(&self.cfg.out.join(crate::index::INDEX_FILE))?;
         Ok(Written { file, items })
     }
 }

@@ -5,10 +5,11 @@
 
 use mindscan_dicom::item::{deid_options, load_planned_with, resolve};
 use mindscan_dicom::{LoadOptions, PhilipsScaling};
-use mindscan_nifti::item::volume_item;
+use mindscan_nifti::item::volume_item_named;
 use mindscan_nifti::{NiftiErrorKind, ReadOptions, read_nifti_with};
 use mindscan_sdk::prelude::*;
 use mindscan_sdk::reference::{META_KEY, Reference};
+use mindscan_storage::fetch;
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -62,12 +63,21 @@ impl VolumeLoad {
         let stem: String = item.meta.get("stem").unwrap_or_default();
         let source: String = item.meta.get(keys::SOURCE).unwrap_or_default();
         match &reference {
-            Reference::Series { .. } => {
-                let planned = resolve(&reference, &stem, &source)?;
+            Reference::Series { files, .. } => {
+                // Objects named by URL are fetched into the local mirror first.
+                let mut local = reference.clone();
+                if let Reference::Series { files: l, .. } = &mut local {
+                    *l = files
+                        .iter()
+                        .map(|f| fetch(f).map(|p| p.display().to_string()))
+                        .collect::<Result<_>>()?;
+                }
+                let planned = resolve(&local, &stem, &source)?;
                 load_planned_with(&planned, &self.dicom, self.lenient, &|w| ctx.warn(w))
             }
-            Reference::File { path } => {
-                let path = std::path::Path::new(path);
+            Reference::File { path: name } => {
+                let local = fetch(name)?;
+                let path = local.as_path();
                 let vol = read_nifti_with(path, &self.nifti).map_err(|e| {
                     if matches!(e.kind, NiftiErrorKind::OverBudget { .. }) {
                         anyhow!(
@@ -78,7 +88,7 @@ impl VolumeLoad {
                         e.into()
                     }
                 })?;
-                volume_item(path, vol, self.apply_scaling)
+                volume_item_named(path, name, vol, self.apply_scaling)
             }
         }
     }

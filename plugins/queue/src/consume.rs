@@ -20,7 +20,7 @@ use mindscan_sdk::duration::Span;
 use mindscan_sdk::prelude::*;
 use mindscan_sdk::{Cancelled, Completion};
 
-use crate::nats::{Connection, Server, connect, ensure_stream, retry};
+use crate::nats::{Connection, Server, connect, ensure_stream, publish_confirmed, retry};
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -170,23 +170,17 @@ impl QueueConsume {
         });
         let key = reference["key"].as_str().unwrap_or("?").to_string();
         let body = record.to_string();
-        let js = &self.conn.js;
-        let sent = retry(
+        let sent = publish_confirmed(
             &self.conn,
             ctx,
             &format!("dead-lettering {key}"),
             self.ack_wait,
-            async || {
-                js.publish(self.dead_subject.clone(), body.clone().into())
-                    .await
-                    .map_err(|e| anyhow!("{e}"))?
-                    .await
-                    .map_err(|e| anyhow!("not confirmed: {e}"))?;
-                Ok(())
-            },
+            &self.dead_subject,
+            None,
+            body.as_bytes(),
         );
         match sent {
-            Ok(()) => {
+            Ok(_) => {
                 ctx.error(&format!(
                     "{key}: to the dead-letter subject {} after {delivered} deliveries: {error}",
                     self.dead_subject

@@ -154,6 +154,32 @@ pub async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> R
     Ok(())
 }
 
+/// Publishes `payload` on `subject` and waits until JetStream has stored it (its PubAck),
+/// retrying as [`retry`] does. With `msg_id`, the stream's duplicate window drops a second
+/// publication of the same id (the ack then says `duplicate`).
+pub fn publish_confirmed(
+    conn: &Connection,
+    ctx: &Context,
+    what: &str,
+    give_up: Duration,
+    subject: &str,
+    msg_id: Option<&str>,
+    payload: &[u8],
+) -> Result<jetstream::publish::PublishAck> {
+    let js = &conn.js;
+    retry(conn, ctx, what, give_up, async || {
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(id) = msg_id {
+            headers.insert("Nats-Msg-Id", id);
+        }
+        js.publish_with_headers(subject.to_string(), headers, payload.to_vec().into())
+            .await
+            .map_err(|e| anyhow!("{e}"))?
+            .await
+            .map_err(|e| anyhow!("not confirmed: {e}"))
+    })
+}
+
 /// Retries `op` with growing pauses (0.1 s … 2 s) until it succeeds, the run stops, or
 /// `give_up` has passed: a server restart or a leader election is a pause, not a failure.
 pub fn retry<T>(

@@ -5,12 +5,11 @@
 
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use mindscan_sdk::duration::Span;
 use mindscan_sdk::prelude::*;
 use mindscan_sdk::reference::Reference;
 
-use crate::nats::{Connection, Server, connect, retry};
+use crate::nats::{Connection, Server, connect, publish_confirmed};
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -62,23 +61,14 @@ impl Stage for QueuePublish {
         Reference::of(&item)?;
         let payload = serde_json::to_vec(&item.meta.0)?;
         let id = message_id(&item);
-        let js = &self.conn.js;
-        let ack = retry(
+        let ack = publish_confirmed(
             &self.conn,
             ctx,
             &format!("publishing {id}"),
             self.give_up,
-            async || {
-                let mut headers = HeaderMap::new();
-                headers.insert("Nats-Msg-Id", id.as_str());
-                let ack = js
-                    .publish_with_headers(self.subject.clone(), headers, payload.clone().into())
-                    .await
-                    .map_err(|e| anyhow!("{e}"))?
-                    .await
-                    .map_err(|e| anyhow!("not confirmed: {e}"))?;
-                Ok(ack)
-            },
+            &self.subject,
+            Some(&id),
+            &payload,
         )?;
         if ack.duplicate {
             ctx.debug(&format!("{id}: already queued"));

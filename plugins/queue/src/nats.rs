@@ -145,13 +145,18 @@ pub fn connect(server: &Server) -> Result<Connection> {
     Ok(Connection { rt, js, url: shown })
 }
 
-/// Creates the stream unless it exists (its existing configuration is kept).
+/// Creates the stream unless it exists (its existing configuration is kept). Workers that
+/// start together race to create it: the loser's create fails ("subjects overlap with an
+/// existing stream" on nats-server 2.9), so a failed create that finds the stream now is fine.
 pub async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<()> {
     let name = config.name.clone();
-    js.get_or_create_stream(config)
-        .await
-        .map_err(|e| anyhow!("cannot open or create the JetStream stream '{name}': {e}"))?;
-    Ok(())
+    match js.get_or_create_stream(config).await {
+        Ok(_) => Ok(()),
+        Err(_) if js.get_stream(&name).await.is_ok() => Ok(()),
+        Err(e) => Err(anyhow!(
+            "cannot open or create the JetStream stream '{name}': {e}"
+        )),
+    }
 }
 
 /// Publishes `payload` on `subject` and waits until JetStream has stored it (its PubAck),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Work-queue overhead against one process (see run.sh)."""
+"""Work-queue overhead and 2 shards as 2 processes, against one process (see run.sh)."""
 
 import argparse
 import hashlib
@@ -59,17 +59,43 @@ def run(mindscan, pipeline):
         raise SystemExit(f"{pipeline} exited {r.returncode}:\n{r.stderr}")
 
 
-def timed_batch(mindscan, work, data, fmt):
-    out = os.path.join(work, "batch")
-    shutil.rmtree(out, ignore_errors=True)
-    p = write(
+def batch_pipeline(work, data, fmt, out):
+    return write(
         os.path.join(work, "batch.yaml"),
         f"pipeline: batch\nstages:\n  - id: read\n    use: {fmt}.read\n    params:\n"
         f"      paths: ['{data}']\n  - id: out\n    use: nifti.write\n    inputs: [read]\n"
         f"    params: {{out: '{out}', format: nii.gz}}\n",
     )
+
+
+def timed_batch(mindscan, work, data, fmt):
+    out = os.path.join(work, "batch")
+    shutil.rmtree(out, ignore_errors=True)
+    p = batch_pipeline(work, data, fmt, out)
     t0 = time.perf_counter()
     run(mindscan, p)
+    return time.perf_counter() - t0, outputs(out)
+
+
+def timed_shards(mindscan, work, data, fmt, count):
+    """The batch pipeline as `count` concurrent processes, `--shard i/count`, one folder."""
+    out = os.path.join(work, f"shards{count}")
+    shutil.rmtree(out, ignore_errors=True)
+    p = batch_pipeline(work, data, fmt, out)
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [mindscan, "run", "--no-progress", "--shard", f"{i}/{count}", p],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(count)
+    ]
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"shard exited {proc.returncode}:\n{err}")
     return time.perf_counter() - t0, outputs(out)
 
 
@@ -117,7 +143,7 @@ def timed_queue(mindscan, work, data, fmt, workers):
 
 def measure(mindscan, work, data, fmt, repeats):
     """Median wall seconds per mode, checking every run wrote the batch run's bytes."""
-    modes = ["batch", 1, 2, 4]
+    modes = ["batch", "shards2", 1, 2, 4]
     times = {m: [] for m in modes}
     want = None
     for _ in range(repeats):
@@ -125,6 +151,8 @@ def measure(mindscan, work, data, fmt, repeats):
             if m == "batch":
                 t, got = timed_batch(mindscan, work, data, fmt)
                 want = want or got
+            elif m == "shards2":
+                t, got = timed_shards(mindscan, work, data, fmt, 2)
             else:
                 t, got = timed_queue(mindscan, work, data, fmt, m)
             if got != want:
@@ -137,6 +165,8 @@ def report(title, med, files):
     print(f"\n{title} ({files} output files)")
     print(f"{'mode':<28}{'median s':>10}{'/ batch':>10}")
     print(f"{'one process (.read)':<28}{med['batch']:>10.3f}{1.0:>10.2f}")
+    r = med["shards2"] / med["batch"]
+    print(f"{'2 shards, 2 processes':<28}{med['shards2']:>10.3f}{r:>10.2f}")
     for m in (1, 2, 4):
         print(f"{f'queue, {m} worker(s)':<28}{med[m]:>10.3f}{med[m] / med['batch']:>10.2f}")
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Scale-out overhead: the same DICOM series converted to NIfTI by one process (dicom.read) and
-# through the NATS JetStream work queue (dicom.scan -> queue.publish, then W workers running
+# as 2 shards in 2 processes (--shard 0/2, 1/2), and through the NATS JetStream work queue
+# (dicom.scan -> queue.publish, then W workers running
 # queue.consume -> volume.load -> nifti.write until the queue is empty), same run, same data.
 #
 #   bench/scale/run.sh [REPEATS] [COUNT]   (default 5 runs; COUNT and 2×COUNT NIfTI files, default 100)

@@ -68,6 +68,18 @@ def batch_pipeline(work, data, fmt, out):
     )
 
 
+def run_together(commands, what):
+    """Starts every command at once and waits for all; any non-zero exit ends the benchmark."""
+    procs = [
+        subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for c in commands
+    ]
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"{what} exited {proc.returncode}:\n{err}")
+
+
 def timed_batch(mindscan, work, data, fmt):
     out = os.path.join(work, "batch")
     shutil.rmtree(out, ignore_errors=True)
@@ -83,19 +95,10 @@ def timed_shards(mindscan, work, data, fmt, count):
     shutil.rmtree(out, ignore_errors=True)
     p = batch_pipeline(work, data, fmt, out)
     t0 = time.perf_counter()
-    procs = [
-        subprocess.Popen(
-            [mindscan, "run", "--no-progress", "--shard", f"{i}/{count}", p],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(count)
-    ]
-    for proc in procs:
-        _, err = proc.communicate()
-        if proc.returncode != 0:
-            raise SystemExit(f"shard exited {proc.returncode}:\n{err}")
+    run_together(
+        [[mindscan, "run", "--no-progress", "--shard", f"{i}/{count}", p] for i in range(count)],
+        "shard",
+    )
     return time.perf_counter() - t0, outputs(out)
 
 
@@ -121,19 +124,7 @@ def timed_queue(mindscan, work, data, fmt, workers):
         )
         t0 = time.perf_counter()
         run(mindscan, pub)
-        procs = [
-            subprocess.Popen(
-                [mindscan, "run", "--no-progress", wrk],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(workers)
-        ]
-        for p in procs:
-            _, err = p.communicate()
-            if p.returncode != 0:
-                raise SystemExit(f"worker exited {p.returncode}:\n{err}")
+        run_together([[mindscan, "run", "--no-progress", wrk]] * workers, "worker")
         return time.perf_counter() - t0, outputs(out)
     finally:
         server.kill()

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mindscan_e2e::{data, faulty_plugin, list_files, mindscan, output};
+use mindscan_e2e::{data, faulty_plugin, free_port, list_files, mindscan, output, wait_for_port};
 
 fn q(p: &Path) -> String {
     serde_json::to_string(&p.display().to_string()).unwrap()
@@ -29,11 +29,7 @@ struct Nats {
 
 impl Nats {
     fn start(store: &Path) -> Option<Nats> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         Nats::start_on(store, port)
     }
 
@@ -66,14 +62,7 @@ impl Nats {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nats-server");
-        let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "nats-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port, "nats-server");
         Some(Nats {
             child,
             port,

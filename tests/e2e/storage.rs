@@ -8,12 +8,10 @@
 //! installs it and sets `MINDSCAN_REQUIRE_S3=1`, which turns the skip into a failure.
 
 use std::collections::BTreeMap;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use mindscan_e2e::{data, list_files, mindscan, output};
+use mindscan_e2e::{data, free_port, list_files, mindscan, output, wait_for_port};
 
 const ACCESS_KEY: &str = "mindscan-test";
 const SECRET_KEY: &str = "s3cr3t-never-logged";
@@ -42,11 +40,7 @@ impl S3 {
             eprintln!("skipped: no s3s-fs");
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         std::fs::create_dir_all(root).unwrap();
         let child = Command::new(&bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -56,14 +50,7 @@ impl S3 {
             .stderr(Stdio::null())
             .spawn()
             .expect("start s3s-fs");
-        let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "s3s-fs did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port, "s3s-fs");
         Some(S3 {
             child,
             port,
@@ -238,14 +225,11 @@ fn large_files_go_up_in_parts_and_a_failed_upload_leaves_nothing() {
     let mni = tmp.path().join("mni.nii.gz");
     std::fs::copy(s3.root.join("templates/mni.nii.gz"), &mni).unwrap();
     let local = tmp.path().join("local");
-    let y = format!(
-        "pipeline: big\nstages:\n  - id: read\n    use: nifti.read\n    params:\n      paths: [\"{}\"]\n  - id: write\n    use: nifti.write\n    inputs: [read]\n    params:\n      out: \"{}\"\n      format: nii\n",
-        mni.display(),
-        local.display()
+    let (code, _, stderr) = write(
+        &mni.display().to_string(),
+        &local.display().to_string(),
+        SECRET_KEY,
     );
-    let p = tmp.path().join("local.yaml");
-    std::fs::write(&p, y).unwrap();
-    let (code, _, stderr) = output(mindscan().args(["run", "--no-progress"]).arg(&p));
     assert_eq!(code, Some(0), "{stderr}");
     assert!(std::fs::read(local.join("mni.nii")).unwrap() == object);
 

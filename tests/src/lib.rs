@@ -145,3 +145,23 @@ pub fn output(cmd: &mut Command) -> (Option<i32>, String, String) {
     )
 }
 pub mod corrupt;
+
+/// A loopback port free at the time of asking (for a test's own server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+/// Waits until something listens on the loopback `port` (a server the test started).
+pub fn wait_for_port(port: u16, server: &str) {
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "{server} did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

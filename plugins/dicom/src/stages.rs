@@ -98,24 +98,12 @@ fn name_of(path: &Path) -> String {
 /// A series reference whose files came from an object store names the objects, not this
 /// machine's cache, so `volume.load` anywhere can fetch them.
 fn with_object_urls(mut item: Item) -> Item {
-    if let Ok(Reference::Series {
-        id,
-        split,
-        study,
-        files,
-        dims,
-        warnings,
-    }) = Reference::of(&item)
+    if let Ok(mut r) = Reference::of(&item)
+        && let Reference::Series { files, .. } = &mut r
     {
-        let files = files.iter().map(|f| name_of(Path::new(f))).collect();
-        let r = Reference::Series {
-            id,
-            split,
-            study,
-            files,
-            dims,
-            warnings,
-        };
+        for f in files.iter_mut() {
+            *f = name_of(Path::new(f));
+        }
         item.meta.set(META_KEY, &r);
     }
     item

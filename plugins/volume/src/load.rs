@@ -63,14 +63,13 @@ impl VolumeLoad {
         let stem: String = item.meta.get("stem").unwrap_or_default();
         let source: String = item.meta.get(keys::SOURCE).unwrap_or_default();
         match &reference {
-            Reference::Series { files, .. } => {
+            Reference::Series { .. } => {
                 // Objects named by URL are fetched into the local mirror first.
                 let mut local = reference.clone();
-                if let Reference::Series { files: l, .. } = &mut local {
-                    *l = files
-                        .iter()
-                        .map(|f| fetch(f).map(|p| p.display().to_string()))
-                        .collect::<Result<_>>()?;
+                if let Reference::Series { files, .. } = &mut local {
+                    for f in files.iter_mut() {
+                        *f = fetch(f)?.display().to_string();
+                    }
                 }
                 let planned = resolve(&local, &stem, &source)?;
                 load_planned_with(&planned, &self.dicom, self.lenient, &|w| ctx.warn(w))

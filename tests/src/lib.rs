@@ -34,31 +34,25 @@ fn profile_dir() -> PathBuf {
         .unwrap_or_else(|| target_dir().join("debug"))
 }
 
-static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static BUILT: Mutex<bool> = Mutex::new(false);
 
-/// Builds workspace packages (once per test process) with the same profile as the tests.
-pub fn build(packages: &[&str]) {
+/// Builds the workspace's binaries and plugin libraries (once per test process) with the same
+/// profile as the tests. Always the whole workspace in one `cargo build`:
+/// building single packages (`-p`) unifies dependency features differently, and recompiled
+/// half of the dependency tree on every first build of a test run.
+pub fn build_workspace() {
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| !built.iter().any(|b| b == p))
-        .collect();
-    if missing.is_empty() {
+    if *built {
         return;
     }
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(workspace_root())
-        .arg("build")
-        .arg("--quiet");
+        .args(["build", "--quiet", "--workspace"]);
     if profile_dir().file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
-    for p in &missing {
-        cmd.args(["-p", p]);
-    }
     // MINDSCAN_E2E_FEATURES=turbojpeg: the tests drive a `mindscan` built with those features.
-    if let Some(features) = e2e_features().filter(|_| missing.contains(&"mindscan")) {
+    if let Some(features) = e2e_features() {
         cmd.arg("--features").arg(
             features
                 .split(',')
@@ -68,8 +62,8 @@ pub fn build(packages: &[&str]) {
         );
     }
     let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "cargo build {missing:?} failed");
-    built.extend(missing.iter().map(|s| s.to_string()));
+    assert!(status.success(), "cargo build --workspace failed");
+    *built = true;
 }
 
 /// Cargo features of `mindscan` the suite runs against (`MINDSCAN_E2E_FEATURES`, comma-separated).
@@ -81,22 +75,43 @@ pub fn e2e_features() -> Option<String> {
 
 /// A `mindscan` command (the binary is built on first use).
 pub fn mindscan() -> Command {
-    build(&["mindscan"]);
+    build_workspace();
     let mut c = Command::new(profile_dir().join("mindscan"));
     c.env("MINDSCAN_LOG", "info")
         .env_remove("MINDSCAN_PLUGIN_PATH");
     c
 }
 
+/// `cmd` run through a launcher (`prefix`: its program and arguments, e.g. `setpriv ... --` or
+/// `unshare ... --`), with `cmd`'s environment and working folder.
+pub fn wrapped(prefix: &[&str], cmd: Command) -> Command {
+    let mut w = Command::new(prefix[0]);
+    w.args(&prefix[1..])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => w.env(k, v),
+            None => w.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        w.current_dir(dir);
+    }
+    w
+}
+
 /// Path of a plugin `cdylib` built from `package` whose library is named `lib_name`.
 pub fn cdylib(package: &str, lib_name: &str) -> PathBuf {
-    build(&[package]);
+    build_workspace();
     let file = format!(
         "{}{lib_name}{}",
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     );
-    profile_dir().join(file)
+    let path = profile_dir().join(file);
+    assert!(path.exists(), "{package} built no {}", path.display());
+    path
 }
 
 /// A file under tests/data.

@@ -7,6 +7,7 @@ mod diffusion;
 mod engine_behaviour;
 mod hardening;
 mod nifti_jpg;
+mod output_safety;
 mod plugins_dynamic;
 mod queue;
 mod references;

@@ -67,6 +67,8 @@ use std::path::PathBuf;
 pub enum DicomError {
     /// A file could not be read or parsed.
     Read { path: PathBuf, message: String },
+    /// A folder could not be listed (its files are unknown).
+    List { path: PathBuf, message: String },
     /// Pixel data of a file could not be decoded (transfer syntax named).
     Decode {
         path: PathBuf,
@@ -87,6 +89,9 @@ impl std::fmt::Display for DicomError {
         match self {
             DicomError::Read { path, message } => {
                 write!(f, "cannot read DICOM file {}: {message}", path.display())
+            }
+            DicomError::List { path, message } => {
+                write!(f, "cannot list folder {}: {message}", path.display())
             }
             DicomError::Decode {
                 path,
@@ -116,7 +121,9 @@ impl DicomError {
     /// The file (or input) the error is about, when it is about one.
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
-            DicomError::Read { path, .. } | DicomError::Decode { path, .. } => Some(path),
+            DicomError::Read { path, .. }
+            | DicomError::List { path, .. }
+            | DicomError::Decode { path, .. } => Some(path),
             DicomError::Series { .. } | DicomError::Invalid(_) => None,
         }
     }

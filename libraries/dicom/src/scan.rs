@@ -49,9 +49,9 @@ fn walk(
                     out.push(p.to_path_buf());
                 }
             }
-            WalkEntry::Error(p, err) => errors.push(DicomError::Read {
+            WalkEntry::Error(p, err) => errors.push(DicomError::List {
                 path: p.to_path_buf(),
-                message: format!("cannot list folder: {err}"),
+                message: err.to_string(),
             }),
         }
         Step::Continue

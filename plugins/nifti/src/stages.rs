@@ -362,13 +362,21 @@ impl Stage for NiftiWrite {
             ..WriteOptions::default()
         };
         format::write_nifti_with(&path, &vol, &opts)?;
-        self.out.commit(&path)?;
+        // A volume and its sidecar go out together or not at all (a full disk can refuse the
+        // second): the volume is taken back when its sidecar cannot be written.
+        let mut written = vec![path.clone()];
         if let Some(sidecar) = item.meta.0.get("sidecar") {
             let json_path = dir.join(format!("{name}.json"));
             let bytes = serde_json::to_vec_pretty(sidecar)?;
-            mindscan_sdk::fsio::write_atomic(&json_path, &bytes)
-                .with_context(|| format!("{}: cannot write sidecar", json_path.display()))?;
-            self.out.commit(&json_path)?;
+            if let Err(e) = mindscan_sdk::fsio::write_atomic(&json_path, &bytes) {
+                let _ = std::fs::remove_file(&path);
+                return Err(anyhow::Error::new(e)
+                    .context(format!("{}: cannot write sidecar", json_path.display())));
+            }
+            written.push(json_path);
+        }
+        for p in &written {
+            self.out.commit(p)?;
         }
         Ok(())
     }

@@ -271,10 +271,17 @@ impl ManifestWriter {
             .out
             .take()
             .ok_or_else(|| io::Error::other("manifest writer already finished"))?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&self.tmp_path, &self.final_path)?;
+        let done = (|| {
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            drop(file);
+            fs::rename(&self.tmp_path, &self.final_path)
+        })();
+        // A manifest that could not be finished (a full disk) leaves no temporary behind.
+        if let Err(e) = done {
+            let _ = fs::remove_file(&self.tmp_path);
+            return Err(e);
+        }
         Ok(self.final_path.clone())
     }
 }

@@ -560,6 +560,116 @@ fn killed_at_any_point_and_restarted_every_series_comes_out_exactly_once() {
     }
 }
 
+/// `unshare` as a container runtime would start the engine: pid 1 of a new pid namespace, with
+/// its own /proc, killed with the namespace when the launcher dies.
+const AS_PID_1: [&str; 6] = [
+    "unshare",
+    "--pid",
+    "--fork",
+    "--mount-proc",
+    "--kill-child=SIGKILL",
+    "--",
+];
+
+/// The engine's own pid (seen from here) under an `AS_PID_1` launcher.
+fn pid_1_of(launcher: &Child) -> u32 {
+    let t0 = Instant::now();
+    let children = format!("/proc/{0}/task/{0}/children", launcher.id());
+    loop {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(pid) = text.split_whitespace().next() {
+            return pid.parse().unwrap();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "unshare started nothing"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// In a container the engine is pid 1 on every start. Killed and started again as pid 1, it
+/// must take the temporaries the dead pid 1 left for stale (same pid, another start), remove
+/// them, emit every series once, and stop on SIGTERM (pid 1 gets no default signal action).
+#[test]
+fn restarted_as_pid_1_it_removes_what_the_dead_pid_1_left() {
+    let available = Command::new(AS_PID_1[0])
+        .args(&AS_PID_1[1..])
+        .arg("true")
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        eprintln!("skipped: no pid namespaces here (unshare --pid)");
+        return;
+    }
+    let site = Site::new();
+    for (src, dst) in crash_files(&site) {
+        deliver(&src, &dst, Arrival::Plain);
+    }
+    let p = site.pipeline("1s", true, "");
+    let start = |log: &str| {
+        let mut cmd = mindscan();
+        cmd.args(["run", "--no-progress"]).arg(&p);
+        mindscan_e2e::wrapped(&AS_PID_1, cmd)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(site.root.join(log)).unwrap())
+            .spawn()
+            .expect("start mindscan as pid 1")
+    };
+
+    let mut first = start("first.log");
+    site.wait_done(1, &mut first, "first.log");
+    let engine = pid_1_of(&first);
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &engine.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    first.wait().unwrap();
+    // What a pid 1 killed between writing and renaming leaves behind: pid 1 again in the next
+    // run, with another start time and nonce.
+    let stale = site.out.join("nifti/.EPI_PE=AP_3.nii.gz.tmp-1-s1r0-0");
+    std::fs::write(&stale, b"torn").unwrap();
+
+    let mut second = start("second.log");
+    site.wait_done(2, &mut second, "second.log");
+    let engine = pid_1_of(&second);
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &engine.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let code = second.wait().unwrap().code();
+    let what = format!(
+        "--- first run:\n{}\n--- second run:\n{}",
+        site.log("first.log"),
+        site.log("second.log")
+    );
+    assert_eq!(code, Some(130), "pid 1 stops on SIGTERM\n{what}");
+    assert!(!stale.exists(), "{what}");
+    assert!(
+        site.log("second.log")
+            .contains("temporary file(s) left by an interrupted run"),
+        "{what}"
+    );
+    assert!(
+        temporaries(&site.out).is_empty(),
+        "{:?}\n{what}",
+        temporaries(&site.out)
+    );
+    assert_eq!(site.count("SELECT COUNT(*) FROM series"), 2, "{what}");
+    let volumes: Vec<String> = list_files(&site.out.join("nifti"))
+        .into_iter()
+        .filter(|f| f.ends_with(".nii.gz"))
+        .collect();
+    assert_eq!(volumes.len(), 2, "{volumes:?}\n{what}");
+}
+
 #[test]
 fn a_late_instance_makes_a_new_version_and_leaves_the_first_alone() {
     let site = Site::new();

@@ -110,12 +110,13 @@ impl QueueConsume {
         self.lock().values().map(VecDeque::len).sum()
     }
 
-    async fn fetch_one(&self) -> Result<Option<Message>> {
+    /// The next message, waiting up to `wait` for one.
+    async fn fetch_one(&self, wait: Duration) -> Result<Option<Message>> {
         let mut batch = self
             .consumer
             .fetch()
             .max_messages(1)
-            .expires(Duration::from_millis(500))
+            .expires(wait)
             .messages()
             .await
             .map_err(|e| anyhow!("cannot pull from '{}': {e}", self.stream))?;
@@ -393,25 +394,29 @@ impl Stage for QueueConsume {
             if ctx.is_cancelled() || out.wait_ready().is_err() {
                 break Ok(());
             }
-            match self.conn.rt.block_on(self.fetch_one()) {
+            let busy = self.in_flight() > 0;
+            // A batch job ends as soon as nothing is left, not one pull later.
+            if self.until_empty
+                && !busy
+                && self
+                    .conn
+                    .rt
+                    .block_on(self.stream_is_empty())
+                    .unwrap_or(false)
+            {
+                break Ok(());
+            }
+            // While items are in the pipeline, short pulls: their completions are settled
+            // (acked) within tens of milliseconds of the engine reporting them.
+            let wait = Duration::from_millis(if busy { 50 } else { 500 });
+            match self.conn.rt.block_on(self.fetch_one(wait)) {
                 Ok(Some(msg)) => {
                     warned = false;
                     if let Err(e) = self.take(ctx, out, msg) {
                         break if e.is::<Cancelled>() { Ok(()) } else { Err(e) };
                     }
                 }
-                Ok(None) => {
-                    if self.until_empty
-                        && self.in_flight() == 0
-                        && self
-                            .conn
-                            .rt
-                            .block_on(self.stream_is_empty())
-                            .unwrap_or(false)
-                    {
-                        break Ok(());
-                    }
-                }
+                Ok(None) => {}
                 Err(e) => {
                     if !warned {
                         ctx.warn(&format!("{e:#}; retrying"));

@@ -1,8 +1,6 @@
 //! Compare against the dcm2niix reference NIfTIs shipped with the test data.
 
-mod common;
-
-use common::{assert_same_as_reference, data_dir, read_nifti, ref_json};
+use crate::common::{assert_same_as_reference, data_dir, read_nifti, ref_json};
 use mindscan_dicom::{DicomError, load_series, scan};
 use serde_json::Value;
 

@@ -1,8 +1,6 @@
 //! No PHI from the test files reaches sidecars, names or inspect output.
 
-mod common;
-
-use common::data_dir;
+use crate::common::data_dir;
 use dicom_core::Tag;
 use mindscan_dicom::{
     DeidOptions, hash_uid, inspect, load_series, load_series_with, sanitize_token, scan,

@@ -1,9 +1,7 @@
 //! Enhanced multi-frame (per-frame functional groups): a file synthesised from
 //! three real XA30 slices must load exactly like the classic files.
 
-mod common;
-
-use common::data_dir;
+use crate::common::data_dir;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::{InMemDicomObject, OpenFileOptions, meta::FileMetaTableBuilder};

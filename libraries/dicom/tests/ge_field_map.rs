@@ -10,9 +10,7 @@
 //!
 //! By the rule, instances 1-15 are the field map and 16-30 the magnitude image.
 
-mod common;
-
-use common::data_dir;
+use crate::common::data_dir;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use mindscan_dicom::{load_series, scan};
 

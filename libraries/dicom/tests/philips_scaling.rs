@@ -1,9 +1,7 @@
 //! Philips private scaling (MRScaleSlope, 2005,100E): dcm2niix's floating-point values by
 //! default, the displayed values on request, in classic and enhanced files alike.
 
-mod common;
-
-use common::data_dir;
+use crate::common::data_dir;
 use mindscan_dicom::{LoadOptions, PhilipsScaling, load_series_with, scan};
 
 fn load(dir: &str, mode: PhilipsScaling) -> mindscan_dicom::DicomVolume {

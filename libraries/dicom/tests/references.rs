@@ -2,9 +2,7 @@
 //! reference that went through JSON resolves to the series it was made from, and decodes to the
 //! same volume; one whose files changed since is an error that names the series and the cause.
 
-mod common;
-
-use common::data_dir;
+use crate::common::data_dir;
 use mindscan_dicom::item::{load_planned, plan_series, reference_item, resolve};
 use mindscan_dicom::{DeidOptions, scan};
 use mindscan_sdk::item::Item;

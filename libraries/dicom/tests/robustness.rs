@@ -1,8 +1,6 @@
 //! Broken inputs: clear errors/warnings, and the rest is still converted.
 
-mod common;
-
-use common::{assert_same_as_reference, data_dir, read_nifti};
+use crate::common::{assert_same_as_reference, data_dir, read_nifti};
 use mindscan_dicom::{DeidOptions, DicomError, inspect, load_series, load_series_lenient, scan};
 use std::path::{Path, PathBuf};
 

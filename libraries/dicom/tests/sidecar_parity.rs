@@ -3,9 +3,7 @@
 //! digits), except the keys listed, with a reason, in fixtures/sidecar_differences.json. A
 //! listed key that has come to match fails the test too, so the list shrinks as keys land.
 
-mod common;
-
-use common::data_dir;
+use crate::common::data_dir;
 use mindscan_dicom::{load_series, scan};
 use serde_json::Value;
 

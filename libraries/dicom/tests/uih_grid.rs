@@ -12,9 +12,7 @@
 //!
 //! The UIH reading must then give the Siemens volume: same voxels, same affine.
 
-mod common;
-
-use common::data_dir;
+use crate::common::data_dir;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;

@@ -1,9 +1,7 @@
 //! Whole sampling runs against MONAI: a 10-step DDIM and a 20-step DDPM trajectory of the
 //! bundled brain model from the same noise (tools/make_fixtures.py), and the samples' quality.
 
-mod common;
-
-use common::{Fixture, brain_model, rel_err};
+use crate::common::{Fixture, brain_model, rel_err};
 use mindscan_diffusion::sampler::{Batch, NoiseSource, PhiloxNoise, Sampling};
 use mindscan_diffusion::schedule::{Plan, SamplerKind, Scheduler, SchedulerConfig};
 use mindscan_diffusion::unet::UNet;

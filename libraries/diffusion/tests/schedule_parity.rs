@@ -1,8 +1,6 @@
 //! The schedules, timesteps and single scheduler steps against MONAI 1.6's own numbers.
 
-mod common;
-
-use common::{Fixture, rel_err};
+use crate::common::{Fixture, rel_err};
 use mindscan_diffusion::schedule::{Plan, SamplerKind, ScheduleName, Scheduler, SchedulerConfig};
 
 fn config(schedule: ScheduleName) -> SchedulerConfig {
@@ -108,7 +106,7 @@ fn step_config(case: &serde_json::Value) -> SchedulerConfig {
 fn single_steps_match_monai() {
     let f = Fixture::open("steps.safetensors");
     let cases: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixtures().join("steps.json")).unwrap(),
+        &std::fs::read_to_string(crate::common::fixtures().join("steps.json")).unwrap(),
     )
     .unwrap();
     let (sample, model_output) = (f.f32("sample"), f.f32("model_output"));
@@ -153,7 +151,7 @@ fn single_steps_match_monai() {
 fn add_noise_and_velocity_match_monai() {
     let f = Fixture::open("steps.safetensors");
     let cases: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixtures().join("steps.json")).unwrap(),
+        &std::fs::read_to_string(crate::common::fixtures().join("steps.json")).unwrap(),
     )
     .unwrap();
     for case in cases["add_noise"].as_array().unwrap() {

@@ -1,11 +1,9 @@
 //! The memory budget (`max_bytes`) refuses a file by what its header claims, before anything
 //! is allocated or inflated; the header-only reader never touches the voxels.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use mindscan_nifti::{ReadOptions, read_nifti_header, read_nifti_with};
 
 /// Incompressible bytes (xorshift), so a gzip of them is about as large as they are.

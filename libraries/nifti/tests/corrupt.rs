@@ -1,10 +1,8 @@
 //! Damaged files give an error naming the file and the reason, never a panic.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use mindscan_nifti::read_nifti;
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {

@@ -1,8 +1,6 @@
 //! Every datatype, hand-crafted in both byte orders, NIfTI-1 and NIfTI-2, plain and gzip.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mindscan_nifti::{
     NiftiVolume, VoxelData, datatype, f64_to_binary128_le, f64_to_x87_le, read_nifti, write_nifti,
 };

@@ -1,9 +1,7 @@
 //! Every file in tests/data/nifti must read exactly as nibabel reads it
 //! (expected.json is written by tests/data/nifti/make_fixtures.py).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mindscan_nifti::{VoxelData, read_nifti};
 
 fn rel_close(a: f64, b: f64, rel: f64) -> bool {

@@ -1,11 +1,9 @@
 //! read -> write (.nii and .nii.gz) -> read back, plus nibabel's opinion of what we wrote.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use mindscan_nifti::{
     NiftiVolume, OutputDatatype, VoxelData, WriteOptions, qform_from_affine, read_nifti,
     write_nifti, write_nifti_with,

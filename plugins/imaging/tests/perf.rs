@@ -1,6 +1,6 @@
 //! Throughput check for the whole "all axial slices -> JPEG" job on a
 //! 197x233x189 volume (MNI-like). Ignored by default; run optimised:
-//! `cargo test --release -p mindscan-plugin-imaging --test perf -- --ignored --nocapture`
+//! `cargo test --release -p mindscan-plugin-imaging --test imaging perf:: -- --ignored --nocapture`
 
 use std::time::Instant;
 

@@ -173,6 +173,7 @@ pub(crate) fn check_part10(
         len,
     };
     let mut ts = String::new();
+    let mut group_length: Option<u64> = None;
     // Meta elements until the first one of another group.
     while w.len - w.pos >= 8 {
         let group = u16::from_le_bytes(w.bytes::<2>()?);
@@ -195,6 +196,10 @@ pub(crate) fn check_part10(
                 w.len - w.pos
             ));
         }
+        if element == 0x0000 && length == 4 {
+            group_length = Some(u64::from(u32::from_le_bytes(w.bytes::<4>()?)));
+            continue;
+        }
         if element == 0x0010 && length <= 64 {
             let mut v = vec![0u8; length as usize];
             w.r.read_exact(&mut v).map_err(|e| e.to_string())?;
@@ -204,10 +209,58 @@ pub(crate) fn check_part10(
             w.skip(length)?;
         }
     }
+    // dicom-rs finds the data set by the group length; this walk by the elements. Where they
+    // disagree the two would read different bytes, so the file is refused.
+    if let Some(g) = group_length {
+        let elements = w.pos - (meta_start + 12);
+        if g != elements {
+            return Err(format!(
+                "file meta group length says {g} bytes, but its elements take {elements}"
+            ));
+        }
+    }
     match Encoding::of(&ts) {
         Some(enc) => check(w, enc, header_only),
-        None => Ok(None),
+        None => check_deflated(w, header_only),
     }
+}
+
+/// Largest inflated data set of a deflated file accepted (deflate is used for small objects:
+/// structured reports, presentation states; a real image here is a few megabytes).
+const MAX_INFLATED: u64 = 512 << 20;
+
+/// The data set of a deflated transfer syntax, inflated (up to [`MAX_INFLATED`]) and walked
+/// like any explicit little-endian one: its lengths are as able to lie as those of a plain
+/// file, and dicom-rs allocates what they claim once it has inflated them. No pixel span: its
+/// offsets are in the inflated stream, not in the file.
+fn check_deflated<R: Read + Seek>(
+    w: Walker<R>,
+    header_only: bool,
+) -> Result<Option<PixelSpan>, String> {
+    let mut inflated = Vec::new();
+    flate2::read::DeflateDecoder::new(w.r)
+        .take(MAX_INFLATED + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|e| format!("deflated data set cannot be inflated: {e}"))?;
+    if inflated.len() as u64 > MAX_INFLATED {
+        return Err(format!(
+            "deflated data set inflates past {} MiB",
+            MAX_INFLATED >> 20
+        ));
+    }
+    let len = inflated.len() as u64;
+    let enc = Encoding {
+        explicit_vr: true,
+        big_endian: false,
+    };
+    let walker = Walker {
+        r: std::io::Cursor::new(inflated),
+        pos: 0,
+        len,
+    };
+    check(walker, enc, header_only)
+        .map(|_| None)
+        .map_err(|e| format!("{e} (in the inflated data set)"))
 }
 
 /// Checks the structure of the data set that starts at byte `start` of `path`.

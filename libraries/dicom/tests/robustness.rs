@@ -415,3 +415,51 @@ fn hostile_structure_is_an_error_naming_the_file() {
     );
     assert_eq!(rep.series.len(), 1, "the good series is still found");
 }
+
+/// Found by fuzzing (`dicom_file`, kept as a regression input): a 17 KB deflated file whose
+/// inflated data set has an OB element claiming 1.9 GB. dicom-rs inflates as it parses and
+/// allocated the claim; the structure walk now inflates the data set first (bounded) and checks
+/// its lengths like those of any file. The fuzzer's file also has a file meta group length
+/// that disagrees with its elements (dicom-rs and the walk then read different bytes): refused
+/// for that; a second file makes a sound deflate stream that lies.
+#[test]
+fn a_lying_length_inside_a_deflated_data_set_is_refused() {
+    use std::io::Write;
+    let found = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fuzz/corpus/dicom_file/regression-deflated-ob-length");
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(&found).unwrap();
+    std::fs::write(tmp.path().join("found.dcm"), &bytes).unwrap();
+    // Its file meta group (transfer syntax: deflated), then a sound deflate stream of
+    // Modality and a private OB element claiming 0xFFFFFFF0 bytes.
+    let ts = b"1.2.840.10008.1.2.1.99";
+    let meta_end = bytes.windows(ts.len()).position(|w| w == ts).unwrap() + ts.len();
+    let mut liar = bytes[..meta_end].to_vec();
+    liar[140..144].copy_from_slice(&((meta_end - 144) as u32).to_le_bytes());
+    let mut body = vec![0x08, 0x00, 0x60, 0x00, b'C', b'S', 2, 0, b'M', b'R'];
+    body.extend([0x09, 0x00, 0x10, 0x10, b'O', b'B', 0, 0]);
+    body.extend(0xFFFF_FFF0u32.to_le_bytes());
+    body.extend([0u8; 64]);
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&body).unwrap();
+    liar.extend(enc.finish().unwrap());
+    std::fs::write(tmp.path().join("liar.dcm"), liar).unwrap();
+
+    let rep = scan(&[tmp.path().to_path_buf()]);
+    let err = |name: &str| {
+        rep.errors
+            .iter()
+            .map(|e| e.to_string())
+            .find(|e| e.contains(name))
+            .unwrap_or_else(|| panic!("no error for {name}: {:?}", rep.errors))
+    };
+    assert!(
+        err("found.dcm").contains("group length"),
+        "{}",
+        err("found.dcm")
+    );
+    let liar = err("liar.dcm");
+    assert!(liar.contains("claims 4294967280 bytes"), "{liar}");
+    assert!(liar.contains("in the inflated data set"), "{liar}");
+    assert!(rep.series.is_empty());
+}

@@ -35,6 +35,12 @@ for t in "${targets[@]}"; do
     cargo +nightly fuzz run "$t" "corpus/$t" $(seeds "$t") -- -max_total_time="$seconds" -rss_limit_mb=1024 \
         -max_len=65536 -timeout=20 -print_final_stats=1 2> "/tmp/fuzz-$t.log" || true
     grep -E "stat::number_of_executed_units|stat::peak_rss_mb|^==|panicked|SUMMARY" "/tmp/fuzz-$t.log" | sed "s/^/$t: /" || true
+    # cmin keeps only inputs that add coverage: the regression inputs (fixed crashes) are kept
+    # aside so that it cannot drop them.
+    keep="$(mktemp -d)"
+    find "corpus/$t" -maxdepth 1 -name 'regression-*' -exec mv -t "$keep" {} +
     cargo +nightly fuzz cmin "$t" "corpus/$t" >/dev/null 2>&1 || true
+    mv "$keep"/* "corpus/$t/" 2>/dev/null || true
+    rmdir "$keep"
     echo "$t: corpus $(ls "corpus/$t" | wc -l) files, $(du -sh "corpus/$t" | cut -f1); artifacts: $(ls "artifacts/$t" | wc -l)"
 done

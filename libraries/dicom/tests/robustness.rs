@@ -1,7 +1,9 @@
 //! Broken inputs: clear errors/warnings, and the rest is still converted.
 
 use crate::common::{assert_same_as_reference, data_dir, read_nifti};
-use mindscan_dicom::{DeidOptions, DicomError, inspect, load_series, load_series_lenient, scan};
+use mindscan_dicom::{
+    DeidOptions, DicomError, ScanReport, inspect, load_series, load_series_lenient, scan,
+};
 use std::path::{Path, PathBuf};
 
 fn copy_dir(src: &Path, dst: &Path) -> Vec<PathBuf> {
@@ -391,13 +393,7 @@ fn hostile_structure_is_an_error_naming_the_file() {
     std::fs::write(dir.join("frames.dcm"), frames).unwrap();
 
     let rep = scan(&[dir]);
-    let err = |name: &str| {
-        rep.errors
-            .iter()
-            .map(|e| e.to_string())
-            .find(|e| e.contains(name))
-            .unwrap_or_else(|| panic!("no error for {name}: {:?}", rep.errors))
-    };
+    let err = |name: &str| error_naming(&rep, name);
     assert!(
         err("deep.dcm").contains("nested deeper"),
         "{}",
@@ -426,7 +422,7 @@ fn hostile_structure_is_an_error_naming_the_file() {
 fn a_lying_length_inside_a_deflated_data_set_is_refused() {
     use std::io::Write;
     let found = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fuzz/corpus/dicom_file/regression-deflated-ob-length");
+        .join("tests/fixtures/fuzz-deflated-ob-length.dcm");
     let tmp = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(&found).unwrap();
     std::fs::write(tmp.path().join("found.dcm"), &bytes).unwrap();
@@ -446,13 +442,7 @@ fn a_lying_length_inside_a_deflated_data_set_is_refused() {
     std::fs::write(tmp.path().join("liar.dcm"), liar).unwrap();
 
     let rep = scan(&[tmp.path().to_path_buf()]);
-    let err = |name: &str| {
-        rep.errors
-            .iter()
-            .map(|e| e.to_string())
-            .find(|e| e.contains(name))
-            .unwrap_or_else(|| panic!("no error for {name}: {:?}", rep.errors))
-    };
+    let err = |name: &str| error_naming(&rep, name);
     assert!(
         err("found.dcm").contains("group length"),
         "{}",
@@ -462,4 +452,13 @@ fn a_lying_length_inside_a_deflated_data_set_is_refused() {
     assert!(liar.contains("claims 4294967280 bytes"), "{liar}");
     assert!(liar.contains("in the inflated data set"), "{liar}");
     assert!(rep.series.is_empty());
+}
+
+/// The scan's error that names `name` (the test fails when there is none).
+fn error_naming(rep: &ScanReport, name: &str) -> String {
+    rep.errors
+        .iter()
+        .map(|e| e.to_string())
+        .find(|e| e.contains(name))
+        .unwrap_or_else(|| panic!("no error for {name}: {:?}", rep.errors))
 }

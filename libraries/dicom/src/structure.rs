@@ -173,7 +173,8 @@ pub(crate) fn check_part10(
         len,
     };
     let mut ts = String::new();
-    let mut group_length: Option<u64> = None;
+    // (0002,0000)'s value and where the elements it counts start.
+    let mut group_length: Option<(u64, u64)> = None;
     // Meta elements until the first one of another group.
     while w.len - w.pos >= 8 {
         let group = u16::from_le_bytes(w.bytes::<2>()?);
@@ -197,7 +198,8 @@ pub(crate) fn check_part10(
             ));
         }
         if element == 0x0000 && length == 4 {
-            group_length = Some(u64::from(u32::from_le_bytes(w.bytes::<4>()?)));
+            let g = u64::from(u32::from_le_bytes(w.bytes::<4>()?));
+            group_length = Some((g, w.pos));
             continue;
         }
         if element == 0x0010 && length <= 64 {
@@ -209,17 +211,22 @@ pub(crate) fn check_part10(
             w.skip(length)?;
         }
     }
-    // dicom-rs finds the data set by the group length; this walk by the elements. Where they
-    // disagree the two would read different bytes, so the file is refused.
-    if let Some(g) = group_length {
-        let elements = w.pos - (meta_start + 12);
-        if g != elements {
+    // dicom-rs reads meta elements until the group length is used up; this walk until the
+    // group changes. A group length past the elements makes dicom-rs take data-set bytes for
+    // meta and parse the data set from another offset than the one checked here. One short of
+    // them is harmless for a plain data set (dicom-rs reads the rest of the meta elements as
+    // data-set elements, the same bytes), but not for a deflated one (it would inflate from
+    // inside the meta group). Either way the two would read different bytes: refused.
+    let encoding = Encoding::of(&ts);
+    if let Some((g, from)) = group_length {
+        let elements = w.pos - from;
+        if g > elements || (encoding.is_none() && g != elements) {
             return Err(format!(
                 "file meta group length says {g} bytes, but its elements take {elements}"
             ));
         }
     }
-    match Encoding::of(&ts) {
+    match encoding {
         Some(enc) => check(w, enc, header_only),
         None => check_deflated(w, header_only),
     }

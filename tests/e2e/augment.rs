@@ -47,14 +47,7 @@ fn run(p: &Path) {
 }
 
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    list_files(dir)
-        .into_iter()
-        .filter(|f| !f.ends_with(".jsonl"))
-        .map(|f| {
-            let bytes = std::fs::read(dir.join(&f)).unwrap();
-            (f, bytes)
-        })
-        .collect()
+    mindscan_e2e::files_with_bytes(dir, |f| !f.ends_with(".jsonl"))
 }
 
 /// The same pipeline seed gives the same bytes with 1 and 4 workers per stage (inputs and

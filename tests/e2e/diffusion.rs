@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mindscan_e2e::{list_files, mindscan, output, workspace_root};
+use mindscan_e2e::{mindscan, output, workspace_root};
 use serde_json::Value;
 
 fn q(p: &Path) -> String {
@@ -42,14 +42,7 @@ fn synth_pipeline(dir: &Path, workers: u32, sample_params: &str, out: &Path) -> 
 }
 
 fn pngs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    list_files(dir)
-        .into_iter()
-        .filter(|f| f.ends_with(".png"))
-        .map(|f| {
-            let b = std::fs::read(dir.join(&f)).unwrap();
-            (f, b)
-        })
-        .collect()
+    mindscan_e2e::files_with_bytes(dir, |f| f.ends_with(".png"))
 }
 
 /// Six samples in batches of two: the same files byte for byte with one and three workers,

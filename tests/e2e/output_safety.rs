@@ -55,13 +55,7 @@ fn convert(inputs: &[&Path], out: &Path, extra: &[&str]) -> Output {
 
 /// Every file under `dir` with its bytes.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    list_files(dir)
-        .into_iter()
-        .map(|f| {
-            let b = std::fs::read(dir.join(&f)).unwrap();
-            (f, b)
-        })
-        .collect()
+    mindscan_e2e::files_with_bytes(dir, |_| true)
 }
 
 /// Names that are not finished outputs: temporaries (`.NAME.tmp-...`) and hidden files.

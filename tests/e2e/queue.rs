@@ -171,14 +171,9 @@ fn batch(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 /// Finished outputs (temporaries of a killed worker aside).
 fn volumes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let out = dir.join("volumes");
-    list_files(&out)
-        .into_iter()
-        .filter(|f| !f.starts_with('.') && !f.contains("/.") && !f.contains(".tmp"))
-        .map(|f| {
-            let b = std::fs::read(out.join(&f)).unwrap();
-            (f, b)
-        })
-        .collect()
+    mindscan_e2e::files_with_bytes(&out, |f| {
+        !f.starts_with('.') && !f.contains("/.") && !f.contains(".tmp")
+    })
 }
 
 fn assert_same(got: &BTreeMap<String, Vec<u8>>, want: &BTreeMap<String, Vec<u8>>) {

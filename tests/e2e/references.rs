@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mindscan_e2e::{data, list_files, mindscan, output};
+use mindscan_e2e::{data, mindscan, output};
 
 fn q(p: &Path) -> String {
     serde_json::to_string(&p.display().to_string()).unwrap()
@@ -35,14 +35,7 @@ fn pipeline(out: &Path, split: bool) -> String {
 }
 
 fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    list_files(dir)
-        .into_iter()
-        .filter(|f| !f.ends_with(".yaml"))
-        .map(|f| {
-            let bytes = std::fs::read(dir.join(&f)).unwrap();
-            (f, bytes)
-        })
-        .collect()
+    mindscan_e2e::files_with_bytes(dir, |f| !f.ends_with(".yaml"))
 }
 
 fn run(dir: &Path, split: bool, shard: Option<&str>) {

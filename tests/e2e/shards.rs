@@ -26,13 +26,7 @@ fn pipeline(out: &Path) -> String {
 }
 
 fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    list_files(dir)
-        .into_iter()
-        .map(|f| {
-            let bytes = std::fs::read(dir.join(&f)).unwrap();
-            (f, bytes)
-        })
-        .collect()
+    mindscan_e2e::files_with_bytes(dir, |_| true)
 }
 
 fn sorted_lines(bytes: &[u8], header: bool) -> Vec<String> {

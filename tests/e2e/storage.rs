@@ -98,14 +98,7 @@ fn copy_tree(from: &Path, to: &Path) {
 
 /// Every file below `dir` with its bytes (the manifests aside: they name their sources).
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    list_files(dir)
-        .into_iter()
-        .filter(|f| !f.contains("manifest."))
-        .map(|f| {
-            let b = std::fs::read(dir.join(&f)).unwrap();
-            (f, b)
-        })
-        .collect()
+    mindscan_e2e::files_with_bytes(dir, |f| !f.contains("manifest."))
 }
 
 /// DICOM series → NIfTI volumes and axial JPGs with a manifest.

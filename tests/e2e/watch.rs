@@ -332,14 +332,7 @@ fn manifest_rows(jpg: &Path) -> Vec<(String, String, String, u64)> {
 
 /// Every output file (manifests aside) with its bytes.
 fn outputs(out: &Path) -> BTreeMap<String, Vec<u8>> {
-    list_files(out)
-        .into_iter()
-        .filter(|f| !f.contains("manifest."))
-        .map(|f| {
-            let b = std::fs::read(out.join(&f)).unwrap();
-            (f, b)
-        })
-        .collect()
+    mindscan_e2e::files_with_bytes(out, |f| !f.contains("manifest."))
 }
 
 #[test]
@@ -571,6 +564,17 @@ const AS_PID_1: [&str; 6] = [
     "--",
 ];
 
+/// Sends `signal` to the engine under an `AS_PID_1` launcher (the launcher itself does not
+/// pass signals on).
+fn signal_pid_1(launcher: &Child, signal: &str) {
+    let engine = pid_1_of(launcher).to_string();
+    let sent = Command::new("kill")
+        .args([signal, &engine])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal} {engine}");
+}
+
 /// The engine's own pid (seen from here) under an `AS_PID_1` launcher.
 fn pid_1_of(launcher: &Child) -> u32 {
     let t0 = Instant::now();
@@ -620,14 +624,7 @@ fn restarted_as_pid_1_it_removes_what_the_dead_pid_1_left() {
 
     let mut first = start("first.log");
     site.wait_done(1, &mut first, "first.log");
-    let engine = pid_1_of(&first);
-    assert!(
-        Command::new("kill")
-            .args(["-KILL", &engine.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal_pid_1(&first, "-KILL");
     first.wait().unwrap();
     // What a pid 1 killed between writing and renaming leaves behind: pid 1 again in the next
     // run, with another start time and nonce.
@@ -636,14 +633,7 @@ fn restarted_as_pid_1_it_removes_what_the_dead_pid_1_left() {
 
     let mut second = start("second.log");
     site.wait_done(2, &mut second, "second.log");
-    let engine = pid_1_of(&second);
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &engine.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal_pid_1(&second, "-TERM");
     let code = second.wait().unwrap().code();
     let what = format!(
         "--- first run:\n{}\n--- second run:\n{}",

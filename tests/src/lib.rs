@@ -139,6 +139,22 @@ pub fn list_files(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Every file below `dir` whose relative path `keep` accepts, with its bytes, sorted by path.
+pub fn files_with_bytes(
+    dir: &Path,
+    keep: impl Fn(&str) -> bool,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    list_files(dir)
+        .into_iter()
+        .filter(|f| keep(f))
+        .map(|f| {
+            let bytes = std::fs::read(dir.join(&f))
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.join(&f).display()));
+            (f, bytes)
+        })
+        .collect()
+}
+
 /// The `faulty` test plugin (`test.source`, `test.panic`, `test.fail`, `test.sleep`,
 /// `test.slow_sink`).
 pub fn faulty_plugin() -> PathBuf {

@@ -12,8 +12,10 @@ pub(crate) fn ascconv(blob: &[u8]) -> Option<&[u8]> {
     Some(&rest[..end])
 }
 
+/// SIMD substring search: a naive window scan over the ~100 KB protocol text, 25 keys per
+/// file, was 60% of converting a 96-file Siemens series.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// The rest of the line after the first occurrence of `key` (dcm2niix matches keys anywhere,

@@ -70,9 +70,9 @@ impl<R: Read + Seek> Walker<R> {
         Ok(b)
     }
     fn skip(&mut self, n: u64) -> Result<(), String> {
-        self.r
-            .seek(SeekFrom::Current(n as i64))
-            .map_err(|e| e.to_string())?;
+        // `seek_relative` keeps a BufReader's buffer: a plain seek drops it, which cost one
+        // lseek and one read per element (360 system calls per file).
+        self.r.seek_relative(n as i64).map_err(|e| e.to_string())?;
         self.pos += n;
         Ok(())
     }
@@ -179,7 +179,7 @@ pub(crate) fn check_part10(
     while w.len - w.pos >= 8 {
         let group = u16::from_le_bytes(w.bytes::<2>()?);
         if group != 0x0002 {
-            w.r.seek(SeekFrom::Current(-2)).map_err(|e| e.to_string())?;
+            w.r.seek_relative(-2).map_err(|e| e.to_string())?;
             w.pos -= 2;
             break;
         }

@@ -1,5 +1,7 @@
 //! Header-only reading of one DICOM file into the attributes ingestion needs.
 
+use super::dataset;
+use super::structure::{Encoding, PixelSpan};
 use super::{DicomError, Result, csa, deid::PHI_TAGS};
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
@@ -7,7 +9,7 @@ use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use std::io::Read;
 use std::path::Path;
 
-pub(crate) type Obj = InMemDicomObject;
+pub(crate) type Obj<'a> = dataset::Obj<'a>;
 
 /// Series-level attributes (taken from the first file of a series).
 #[derive(Debug, Clone, Default)]
@@ -163,11 +165,7 @@ const GE_PROTOCOL_MAX: u64 = 1 << 20;
 
 /// The block is a 4-byte little-endian length, then gzip-compressed `KEY "value"` lines.
 fn ge_protocol(o: &Obj) -> Option<GeProtocol> {
-    let raw = o
-        .private_element(0x0025, "GEMS_SERS_01", 0x1B)
-        .ok()?
-        .to_bytes()
-        .ok()?;
+    let raw = o.private_element(0x0025, "GEMS_SERS_01", 0x1B)?.to_bytes();
     let gz = raw.get(4..)?;
     if !gz.starts_with(&[0x1f, 0x8b, 0x08]) {
         return None;
@@ -228,8 +226,7 @@ pub(crate) struct FileHeader {
 
 /// Outcome of trying to open a path as DICOM.
 pub(crate) enum Opened {
-    /// The object, and where its native pixel data lie (see `structure::PixelSpan`).
-    Dicom(Box<DefaultDicomObject>, Option<super::structure::PixelSpan>),
+    Dicom(Box<DefaultDicomObject>),
     NotDicom(String),
 }
 
@@ -249,10 +246,152 @@ fn has_magic(path: &Path) -> std::io::Result<(bool, Vec<u8>)> {
     Ok((magic, head))
 }
 
-/// Open a DICOM file; `header_only` stops before Pixel Data.
+/// What the file meta group says (or, for a raw data set, what its elements say).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FileMeta {
+    pub transfer_syntax: String,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+}
+
+/// A file's header bytes (up to Pixel Data), read once, for [`dataset::parse`].
+pub(crate) struct HeaderBytes {
+    pub meta: FileMeta,
+    bytes: Vec<u8>,
+    /// Where the data set starts in `bytes`, and how it is encoded.
+    data_start: usize,
+    encoding: Encoding,
+    /// Where the native pixel data lie in the file.
+    pub pixel: Option<PixelSpan>,
+}
+
+impl HeaderBytes {
+    pub(crate) fn data_set(&self) -> Result<Obj<'_>, String> {
+        dataset::parse(&self.bytes[self.data_start..], self.encoding)
+    }
+}
+
+pub(crate) enum OpenedHeader {
+    Dicom(Box<HeaderBytes>),
+    NotDicom(String),
+}
+
+fn read_prefix(path: &Path, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(len as usize);
+    std::fs::File::open(path)?
+        .take(len)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn trimmed(o: &Obj, t: Tag) -> String {
+    get_str(o, t).unwrap_or_default()
+}
+
+/// The header of a DICOM file, for the header pass: the structure walk checks the file, then
+/// the bytes before Pixel Data are read once (nothing is decoded until asked for). Files
+/// without preamble / "DICM" are tried as a raw data set (implicit then explicit VR little
+/// endian) when they start like one.
+pub(crate) fn open_header(path: &Path) -> Result<OpenedHeader> {
+    let err = |m: String| DicomError::Read {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    let (magic, head) = has_magic(path).map_err(|e| err(e.to_string()))?;
+    if magic {
+        let walk = super::structure::check_part10(path, &head, true).map_err(err)?;
+        let meta_start = if head.len() >= 132 && &head[128..132] == b"DICM" {
+            132
+        } else {
+            4
+        };
+        let mut bytes = read_prefix(path, walk.header_end).map_err(|e| err(e.to_string()))?;
+        let (meta_obj, data_start) = dataset::parse_meta(&bytes, meta_start).map_err(err)?;
+        let meta = FileMeta {
+            transfer_syntax: trimmed(&meta_obj, tags::TRANSFER_SYNTAX_UID),
+            sop_class_uid: trimmed(&meta_obj, tags::MEDIA_STORAGE_SOP_CLASS_UID),
+            sop_instance_uid: trimmed(&meta_obj, tags::MEDIA_STORAGE_SOP_INSTANCE_UID),
+        };
+        let (data_start, encoding) = match Encoding::of(&meta.transfer_syntax) {
+            Some(enc) => (data_start, enc),
+            None => {
+                // Deflated: the walk bounded the inflated size; inflate the data set here.
+                let whole = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+                let mut inflated = Vec::new();
+                flate2::read::DeflateDecoder::new(&whole[data_start.min(whole.len())..])
+                    .read_to_end(&mut inflated)
+                    .map_err(|e| err(format!("deflated data set cannot be inflated: {e}")))?;
+                bytes = inflated;
+                (
+                    0,
+                    Encoding {
+                        explicit_vr: true,
+                        big_endian: false,
+                    },
+                )
+            }
+        };
+        return Ok(OpenedHeader::Dicom(Box::new(HeaderBytes {
+            meta,
+            bytes,
+            data_start,
+            encoding,
+            pixel: walk.pixel,
+        })));
+    }
+    // Raw data set (no file meta): must start with a group 0x0008 element.
+    let looks_raw = head.len() >= 8 && head[0] == 0x08 && head[1] == 0x00 && head[3] == 0x00;
+    if !looks_raw {
+        return Ok(OpenedHeader::NotDicom(
+            "not a DICOM file (no DICM magic)".into(),
+        ));
+    }
+    use dicom_transfer_syntax_registry::entries;
+    for ts in [
+        entries::IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+        entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+    ] {
+        let encoding = Encoding::of(ts.uid()).expect("not deflated");
+        let Ok(walk) = super::structure::check_file(path, 0, encoding, true) else {
+            continue;
+        };
+        let bytes = read_prefix(path, walk.header_end).map_err(|e| err(e.to_string()))?;
+        let meta = {
+            let Ok(o) = dataset::parse(&bytes, encoding) else {
+                continue;
+            };
+            let (Some(c), Some(i)) = (
+                get_str(&o, tags::SOP_CLASS_UID),
+                get_str(&o, tags::SOP_INSTANCE_UID),
+            ) else {
+                continue;
+            };
+            if o.get(tags::ROWS).is_none() {
+                continue;
+            }
+            FileMeta {
+                transfer_syntax: ts.uid().to_string(),
+                sop_class_uid: c,
+                sop_instance_uid: i,
+            }
+        };
+        return Ok(OpenedHeader::Dicom(Box::new(HeaderBytes {
+            meta,
+            bytes,
+            data_start: 0,
+            encoding,
+            pixel: walk.pixel,
+        })));
+    }
+    Ok(OpenedHeader::NotDicom(
+        "not a DICOM file (no DICM magic, not a raw data set)".into(),
+    ))
+}
+
+/// Open a whole DICOM file with dicom-rs, for decoding its pixel data.
 /// Files without preamble / "DICM" are still tried as a raw data set
 /// (implicit then explicit VR little endian) when they start like one.
-pub(crate) fn open(path: &Path, header_only: bool) -> Result<Opened> {
+pub(crate) fn open(path: &Path) -> Result<Opened> {
     let err = |m: String| DicomError::Read {
         path: path.to_path_buf(),
         message: m,
@@ -260,14 +399,10 @@ pub(crate) fn open(path: &Path, header_only: bool) -> Result<Opened> {
     let (magic, head) = has_magic(path).map_err(|e| err(e.to_string()))?;
     if magic {
         // Lengths and nesting checked before dicom-rs allocates or recurses (see `structure`).
-        let span = super::structure::check_part10(path, &head, header_only).map_err(err)?;
-        let mut opts = OpenFileOptions::new();
-        if header_only {
-            opts = opts.read_until(tags::PIXEL_DATA);
-        }
-        return opts
+        super::structure::check_part10(path, &head, false).map_err(err)?;
+        return OpenFileOptions::new()
             .open_file(path)
-            .map(|o| Opened::Dicom(Box::new(o), span))
+            .map(|o| Opened::Dicom(Box::new(o)))
             .map_err(|e| err(error_chain(&e)));
     }
     // Raw data set (no file meta): must start with a group 0x0008 element.
@@ -282,14 +417,20 @@ pub(crate) fn open(path: &Path, header_only: bool) -> Result<Opened> {
         entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
     ] {
         let enc = super::structure::Encoding::of(ts.uid()).expect("not deflated");
-        let Ok(span) = super::structure::check_file(path, 0, enc, header_only) else {
+        if super::structure::check_file(path, 0, enc, false).is_err() {
             continue;
-        };
+        }
         let Ok(obj) = InMemDicomObject::read_dataset_with_ts(&bytes[..], &ts) else {
             continue;
         };
-        let sop_class = get_str(&obj, tags::SOP_CLASS_UID);
-        let sop_inst = get_str(&obj, tags::SOP_INSTANCE_UID);
+        let uid = |t: Tag| {
+            obj.get(t)
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim_end_matches('\0').trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        let sop_class = uid(tags::SOP_CLASS_UID);
+        let sop_inst = uid(tags::SOP_INSTANCE_UID);
         let (Some(c), Some(i)) = (sop_class, sop_inst) else {
             continue;
         };
@@ -302,7 +443,7 @@ pub(crate) fn open(path: &Path, header_only: bool) -> Result<Opened> {
             .transfer_syntax(ts.uid())
             .build()
             .map_err(|e| err(e.to_string()))?;
-        return Ok(Opened::Dicom(Box::new(obj.with_exact_meta(meta)), span));
+        return Ok(Opened::Dicom(Box::new(obj.with_exact_meta(meta))));
     }
     Ok(Opened::NotDicom(
         "not a DICOM file (no DICM magic, not a raw data set)".into(),
@@ -322,30 +463,26 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 
 pub(crate) fn get_str(o: &Obj, t: Tag) -> Option<String> {
     let e = o.get(t)?;
-    let s = e.to_str().ok()?;
+    let s = e.to_str()?;
     let s = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
     (!s.is_empty()).then(|| s.to_string())
 }
 pub(crate) fn get_f64(o: &Obj, t: Tag) -> Option<f64> {
     let e = o.get(t)?;
-    e.to_float64()
-        .ok()
-        .or_else(|| e.to_multi_float64().ok()?.first().copied())
-        .filter(|v| v.is_finite())
+    e.to_float64().filter(|v| v.is_finite())
 }
 pub(crate) fn get_fvec(o: &Obj, t: Tag) -> Option<Vec<f64>> {
-    let v = o.get(t)?.to_multi_float64().ok()?;
+    let v = o.get(t)?.to_multi_float64()?;
     v.iter().all(|x| x.is_finite()).then_some(v)
 }
 pub(crate) fn get_int(o: &Obj, t: Tag) -> Option<i64> {
     let e = o.get(t)?;
-    e.to_int::<i64>()
-        .ok()
+    e.to_int()
         .or_else(|| get_f64(o, t).map(|f| f.round() as i64))
 }
 fn get_strs(o: &Obj, t: Tag) -> Vec<String> {
     o.get(t)
-        .and_then(|e| e.to_multi_str().ok().map(|v| v.to_vec()))
+        .and_then(|e| e.to_multi_str())
         .unwrap_or_default()
         .into_iter()
         .map(|s| {
@@ -354,10 +491,10 @@ fn get_strs(o: &Obj, t: Tag) -> Vec<String> {
         })
         .collect()
 }
-fn items(o: &Obj, t: Tag) -> Option<&[Obj]> {
+fn items<'o, 'a>(o: &'o Obj<'a>, t: Tag) -> Option<&'o [Obj<'a>]> {
     o.get(t)?.items()
 }
-fn first_item(o: &Obj, t: Tag) -> Option<&Obj> {
+fn first_item<'o, 'a>(o: &'o Obj<'a>, t: Tag) -> Option<&'o Obj<'a>> {
     items(o, t)?.first()
 }
 fn arr3(v: Option<Vec<f64>>) -> Option<[f64; 3]> {
@@ -397,19 +534,15 @@ fn parse_dt(s: &str) -> Option<f64> {
 
 fn private_bytes(o: &Obj, group: u16, creator: &str, elem: u8) -> Option<Vec<u8>> {
     o.private_element(group, creator, elem)
-        .ok()
-        .and_then(|e| e.to_bytes().ok().map(|b| b.to_vec()))
+        .map(|e| e.to_bytes().to_vec())
 }
 
 const PHILIPS_MR_001: &str = "Philips MR Imaging DD 001";
 const PHILIPS_MR_005: &str = "Philips MR Imaging DD 005";
 
 fn private_f64(o: &Obj, group: u16, creator: &str, elem: u8) -> Option<f64> {
-    let e = o.private_element(group, creator, elem).ok()?;
-    e.to_float64()
-        .ok()
-        .or_else(|| e.to_multi_float64().ok()?.first().copied())
-        .filter(|v| v.is_finite())
+    let e = o.private_element(group, creator, elem)?;
+    e.to_float64().filter(|v| v.is_finite())
 }
 
 /// MRScaleSlope, when usable (finite, non-zero).
@@ -418,9 +551,8 @@ fn philips_scale_slope(o: &Obj) -> Option<f64> {
 }
 
 /// The first item of the Philips private per-frame group (2005,140F).
-fn philips_frame_item(o: &Obj) -> Option<&Obj> {
-    o.private_element(0x2005, PHILIPS_MR_005, 0x0F)
-        .ok()?
+fn philips_frame_item<'o, 'a>(o: &'o Obj<'a>) -> Option<&'o Obj<'a>> {
+    o.private_element(0x2005, PHILIPS_MR_005, 0x0F)?
         .items()?
         .first()
 }
@@ -434,7 +566,7 @@ fn private_dimensions(o: &Obj) -> Vec<usize> {
         .enumerate()
         .filter(|(_, d)| {
             d.get(tags::DIMENSION_INDEX_POINTER)
-                .and_then(|e| e.value().to_tag().ok())
+                .and_then(|e| e.to_tag())
                 .is_some_and(|t| t.group() % 2 == 1)
         })
         .map(|(i, _)| i)
@@ -445,12 +577,12 @@ fn private_dimensions(o: &Obj) -> Vec<usize> {
 /// frame's functional groups and of the shared ones, one and two sequence levels down, then
 /// the data set itself. Standard sequences sort before private ones, so they are searched
 /// first.
-struct Scope<'a> {
-    objs: Vec<&'a Obj>,
+struct Scope<'o, 'a> {
+    objs: Vec<&'o Obj<'a>>,
 }
 
-impl<'a> Scope<'a> {
-    fn of(o: &'a Obj) -> Self {
+impl<'o, 'a> Scope<'o, 'a> {
+    fn of(o: &'o Obj<'a>) -> Self {
         let mut objs = Vec::new();
         let groups = [
             first_item(o, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE),
@@ -584,8 +716,7 @@ fn acquisition_keys(
         // Table position: the third value of (0043,10B2) less the table delta (0019,107F).
         let table = o
             .private_element(0x0043, "GEMS_PARM_01", 0xB2)
-            .ok()
-            .and_then(|e| e.to_multi_float64().ok())
+            .and_then(|e| e.to_multi_float64())
             .and_then(|v| v.get(2).copied());
         if let Some(z) = table {
             let delta = private_f64(o, 0x0019, "GEMS_ACQU_01", 0x7F).unwrap_or(0.0);
@@ -708,8 +839,8 @@ fn image_type_keys(image_type: &[String]) -> Vec<(&'static str, serde_json::Valu
 }
 
 fn get_private_str(o: &Obj, group: u16, creator: &str, elem: u8) -> Option<String> {
-    let e = o.private_element(group, creator, elem).ok()?;
-    let s = e.to_str().ok()?;
+    let e = o.private_element(group, creator, elem)?;
+    let s = e.to_str()?;
     let s = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
     (!s.is_empty()).then(|| s.to_string())
 }
@@ -724,15 +855,10 @@ fn in_range(name: &str, value: i64, lo: i64, hi: i64) -> Result<i64, String> {
 }
 
 /// Extract everything needed from a (header-only) object.
-pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHeader, String> {
-    let ts = obj
-        .meta()
-        .transfer_syntax()
-        .trim_end_matches('\0')
-        .to_string();
-    let o: &Obj = obj;
-    let sop_uid = get_str(o, tags::SOP_INSTANCE_UID)
-        .unwrap_or_else(|| obj.meta().media_storage_sop_instance_uid().to_string());
+pub(crate) fn extract(o: &Obj, meta: &FileMeta, file_len: u64) -> Result<FileHeader, String> {
+    let ts = meta.transfer_syntax.clone();
+    let sop_uid =
+        get_str(o, tags::SOP_INSTANCE_UID).unwrap_or_else(|| meta.sop_instance_uid.clone());
     let rows = get_int(o, tags::ROWS).ok_or("missing Rows (0028,0010): not an image")?;
     let cols = get_int(o, tags::COLUMNS).ok_or("missing Columns (0028,0011)")?;
     // US values: anything outside their range is a damaged header, not a value to wrap.
@@ -780,7 +906,7 @@ pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHea
         image_type: get_strs(o, tags::IMAGE_TYPE),
         acquisition_matrix: o
             .get(tags::ACQUISITION_MATRIX)
-            .and_then(|e| e.to_multi_int::<i64>().ok())
+            .and_then(|e| e.to_multi_int())
             .unwrap_or_default(),
         echo_train_length: sc.int(tags::ECHO_TRAIN_LENGTH),
         pe_steps_in_plane: sc.int(tags::MR_ACQUISITION_PHASE_ENCODING_STEPS_IN_PLANE),
@@ -929,8 +1055,8 @@ pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHea
             .map(|v| v == 1);
     }
     if m.mosaic.is_none()
-        && let Ok(e) = o.private_element(0x0019, "SIEMENS MR HEADER", 0x0A)
-        && let Ok(n) = e.to_int::<i64>()
+        && let Some(e) = o.private_element(0x0019, "SIEMENS MR HEADER", 0x0A)
+        && let Some(n) = e.to_int()
     {
         m.mosaic = Some(n as u32);
     }
@@ -1018,7 +1144,7 @@ pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHea
             }
             let index_values: Vec<i64> = content
                 .and_then(|c| c.get(tags::DIMENSION_INDEX_VALUES))
-                .and_then(|e| e.to_multi_int::<i64>().ok())
+                .and_then(|e| e.to_multi_int())
                 .unwrap_or_default();
             frames.push(FrameInfo {
                 philips_scale_slope: philips_ss,
@@ -1062,7 +1188,7 @@ pub(crate) fn extract(obj: &DefaultDicomObject, file_len: u64) -> Result<FileHea
         }
         if m.slice_thickness.is_none() {
             m.slice_thickness = first_item(
-                pf.first().unwrap_or(&Obj::new_empty()),
+                pf.first().unwrap_or(&Obj::default()),
                 tags::PIXEL_MEASURES_SEQUENCE,
             )
             .or_else(|| shared.and_then(|s| first_item(s, tags::PIXEL_MEASURES_SEQUENCE)))

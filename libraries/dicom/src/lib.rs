@@ -42,6 +42,7 @@
 mod codestream;
 mod contain;
 mod csa;
+mod dataset;
 mod deid;
 mod header;
 pub mod item;

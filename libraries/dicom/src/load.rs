@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 
 /// Decoded samples of one file (all frames, frame-major).
 enum Samples {
-    /// Monochrome integer samples (sign handled).
+    /// Monochrome samples of up to 16 bits (sign handled): half the memory of `Int`, and
+    /// assembled without a floating-point copy.
+    Small(Vec<i32>),
+    /// Monochrome integer samples of more bits (sign handled).
     Int(Vec<i64>),
     /// Monochrome floating point samples.
     Float(Vec<f64>),
@@ -32,12 +35,12 @@ fn decode_file(path: &Path, ts: &str, series: &Series) -> Result<Decoded> {
         message: m,
     };
     transfer_syntax_supported(ts).map_err(derr)?;
-    let opened = header::open(path, false).map_err(|e| match e {
+    let opened = header::open(path).map_err(|e| match e {
         DicomError::Read { message, .. } => derr(message),
         other => other,
     })?;
     let obj = match opened {
-        Opened::Dicom(o, _) => o,
+        Opened::Dicom(o) => o,
         Opened::NotDicom(r) => {
             return Err(DicomError::Read {
                 path: path.to_path_buf(),
@@ -116,11 +119,11 @@ fn decode_file(path: &Path, ts: &str, series: &Series) -> Result<Decoded> {
         }
     };
     let samples = match ba {
-        1 | 8 => Samples::Int(data[..n].iter().map(|&b| sext(b as i64)).collect()),
-        16 => Samples::Int(
+        1 | 8 => Samples::Small(data[..n].iter().map(|&b| sext(b as i64) as i32).collect()),
+        16 => Samples::Small(
             data[..2 * n]
                 .chunks_exact(2)
-                .map(|c| sext(u16::from_ne_bytes([c[0], c[1]]) as i64))
+                .map(|c| sext(u16::from_ne_bytes([c[0], c[1]]) as i64) as i32)
                 .collect(),
         ),
         32 if m.sop_class.contains("1.2.840.10008.5.1.4.1.1.30") => Samples::Float(
@@ -224,17 +227,17 @@ fn read_native(f: &FrameRef, series: &Series) -> Option<Result<Decoded>> {
     } else {
         m.bits_stored.min(m.bits_allocated)
     };
-    let shift = 64 - u32::from(stored);
-    let extend = |v: i64| if signed { (v << shift) >> shift } else { v };
-    let samples: Vec<i64> = if bytes == 1 {
-        raw.iter().map(|&b| extend(i64::from(b))).collect()
+    let shift = 32 - u32::from(stored);
+    let extend = |v: i32| if signed { (v << shift) >> shift } else { v };
+    let samples: Vec<i32> = if bytes == 1 {
+        raw.iter().map(|&b| extend(i32::from(b))).collect()
     } else {
         raw.chunks_exact(2)
-            .map(|c| extend(i64::from(u16::from_le_bytes([c[0], c[1]]))))
+            .map(|c| extend(i32::from(u16::from_le_bytes([c[0], c[1]]))))
             .collect()
     };
     Some(Ok(Decoded {
-        samples: Samples::Int(samples),
+        samples: Samples::Small(samples),
         frame_len: npix,
     }))
 }
@@ -431,15 +434,17 @@ fn load_impl(
                     .into(),
             );
         }
-        let mut buf = vec![0f64; nvox];
         let (mut mn, mut mx) = (i64::MAX, i64::MIN);
+        // Each present slice's rows, in output order: (destination offset, the file's samples,
+        // source offset, the frame's scaling).
+        let mut rows: Vec<(usize, &Samples, usize, (f64, f64))> = Vec::new();
         for t in 0..nt {
             for k in 0..nk {
                 let Some((fr, tk)) = slot_of(k, t) else {
                     continue;
                 };
                 let (off, stride) = tile_of(fr, tk);
-                let (a, b) = if float && !uniform {
+                let ab = if float && !uniform {
                     scaling(fr)
                 } else {
                     (1.0, 0.0)
@@ -447,46 +452,63 @@ fn load_impl(
                 // One map lookup per slice, not per row.
                 let samples = &ok[&fr.path].samples;
                 for j in 0..nj {
-                    let d = (t * nk + k) * slice + row(j) * ni;
-                    let s = off + j * stride;
-                    match samples {
-                        Samples::Int(v) => {
-                            for i in 0..ni {
-                                let x = v[s + i];
-                                mn = mn.min(x);
-                                mx = mx.max(x);
-                                buf[d + i] = x as f64 * a + b;
-                            }
-                        }
-                        Samples::Float(v) => {
-                            for i in 0..ni {
-                                buf[d + i] = v[s + i] * a + b;
-                            }
-                        }
-                        Samples::Rgb(_) => {}
-                    }
+                    rows.push((
+                        (t * nk + k) * slice + row(j) * ni,
+                        samples,
+                        off + j * stride,
+                        ab,
+                    ));
                 }
             }
         }
-        if float {
-            VoxelData::F32(buf.iter().map(|&v| v as f32).collect())
+        let small = rows.iter().all(|r| matches!(r.1, Samples::Small(_)));
+        if !float && small {
+            // Up to 16-bit integers: assembled as they are, then narrowed.
+            let mut buf = vec![0i32; nvox];
+            for &(d, samples, s, _) in &rows {
+                if let Samples::Small(v) = samples {
+                    let src = &v[s..s + ni];
+                    buf[d..d + ni].copy_from_slice(src);
+                    let (lo, hi) = src
+                        .iter()
+                        .fold((i32::MAX, i32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+                    mn = mn.min(i64::from(lo));
+                    mx = mx.max(i64::from(hi));
+                }
+            }
+            integer_voxels(&buf, i64::from, m, mn, mx)
         } else {
-            let signed = m.pixel_representation == 1;
-            let (mn, mx) = if mn > mx { (0, 0) } else { (mn, mx) };
-            let cast = |v: &f64| *v as i64;
-            if m.bits_allocated <= 8 && !signed {
-                VoxelData::U8(buf.iter().map(|v| cast(v) as u8).collect())
-            } else if m.bits_allocated <= 8 {
-                VoxelData::I8(buf.iter().map(|v| cast(v) as i8).collect())
-            } else if mn >= i16::MIN as i64 && mx <= i16::MAX as i64 {
-                // dcm2niix stores unsigned 16-bit data as int16 when it fits.
-                VoxelData::I16(buf.iter().map(|v| cast(v) as i16).collect())
-            } else if mn >= 0 && mx <= u16::MAX as i64 {
-                VoxelData::U16(buf.iter().map(|v| cast(v) as u16).collect())
-            } else if mn >= i32::MIN as i64 && mx <= i32::MAX as i64 {
-                VoxelData::I32(buf.iter().map(|v| cast(v) as i32).collect())
+            let mut buf = vec![0f64; nvox];
+            for &(d, samples, s, (a, b)) in &rows {
+                match samples {
+                    Samples::Small(v) => {
+                        for i in 0..ni {
+                            let x = i64::from(v[s + i]);
+                            mn = mn.min(x);
+                            mx = mx.max(x);
+                            buf[d + i] = x as f64 * a + b;
+                        }
+                    }
+                    Samples::Int(v) => {
+                        for i in 0..ni {
+                            let x = v[s + i];
+                            mn = mn.min(x);
+                            mx = mx.max(x);
+                            buf[d + i] = x as f64 * a + b;
+                        }
+                    }
+                    Samples::Float(v) => {
+                        for i in 0..ni {
+                            buf[d + i] = v[s + i] * a + b;
+                        }
+                    }
+                    Samples::Rgb(_) => {}
+                }
+            }
+            if float {
+                VoxelData::F32(buf.iter().map(|&v| v as f32).collect())
             } else {
-                VoxelData::U32(buf.iter().map(|v| cast(v) as u32).collect())
+                integer_voxels(&buf, |v| v as i64, m, mn, mx)
             }
         }
     };
@@ -538,6 +560,33 @@ fn load_impl(
         name: format_name(m, "%p_%s"),
     };
     Ok((vol, failures))
+}
+
+/// Integer voxels in the type dcm2niix chooses: 8-bit stays 8-bit; otherwise int16 when the
+/// values fit (also for unsigned data), then uint16, int32, uint32.
+fn integer_voxels<T: Copy>(
+    buf: &[T],
+    as_i64: impl Fn(T) -> i64,
+    m: &header::SeriesMeta,
+    mn: i64,
+    mx: i64,
+) -> VoxelData {
+    let signed = m.pixel_representation == 1;
+    let (mn, mx) = if mn > mx { (0, 0) } else { (mn, mx) };
+    let cast = |v: &T| as_i64(*v);
+    if m.bits_allocated <= 8 && !signed {
+        VoxelData::U8(buf.iter().map(|v| cast(v) as u8).collect())
+    } else if m.bits_allocated <= 8 {
+        VoxelData::I8(buf.iter().map(|v| cast(v) as i8).collect())
+    } else if mn >= i16::MIN as i64 && mx <= i16::MAX as i64 {
+        VoxelData::I16(buf.iter().map(|v| cast(v) as i16).collect())
+    } else if mn >= 0 && mx <= u16::MAX as i64 {
+        VoxelData::U16(buf.iter().map(|v| cast(v) as u16).collect())
+    } else if mn >= i32::MIN as i64 && mx <= i32::MAX as i64 {
+        VoxelData::I32(buf.iter().map(|v| cast(v) as i32).collect())
+    } else {
+        VoxelData::U32(buf.iter().map(|v| cast(v) as u32).collect())
+    }
 }
 
 /// The volume repetition time in seconds, and the excitation TR when it is not the same, as

@@ -1,7 +1,7 @@
 //! Input discovery, header pass, grouping / splitting / sorting.
 
 use super::deid::hash_uid;
-use super::header::{self, FileHeader, FrameInfo, Opened};
+use super::header::{self, FileHeader, FrameInfo, OpenedHeader};
 use super::{DicomError, FrameRef, Geometry, ScanReport, Series, SeriesSummary, SkippedFile};
 use mindscan_sdk::walk::{Entry as WalkEntry, Step, Walker};
 use rayon::prelude::*;
@@ -133,22 +133,23 @@ fn read_header(path: &Path) -> Outcome {
     {
         return Outcome::Skip("DICOMDIR (media directory, no image)".into());
     }
-    let (obj, pixel) = match header::open(path, true) {
-        Ok(Opened::Dicom(o, pixel)) => (o, pixel),
-        Ok(Opened::NotDicom(r)) => return Outcome::Skip(r),
+    let hb = match header::open_header(path) {
+        Ok(OpenedHeader::Dicom(h)) => h,
+        Ok(OpenedHeader::NotDicom(r)) => return Outcome::Skip(r),
         Err(e) => return Outcome::Err(e),
     };
-    if obj
-        .meta()
-        .media_storage_sop_class_uid()
-        .trim_end_matches('\0')
-        == DICOMDIR_CLASS
-    {
+    if hb.meta.sop_class_uid == DICOMDIR_CLASS {
         return Outcome::Skip("DICOMDIR (media directory, no image)".into());
     }
     let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX);
-    let h = match header::extract(&obj, file_len) {
-        Ok(h) => FileHeader { pixel, ..h },
+    let parsed = hb
+        .data_set()
+        .and_then(|o| header::extract(&o, &hb.meta, file_len));
+    let h = match parsed {
+        Ok(h) => FileHeader {
+            pixel: hb.pixel,
+            ..h
+        },
         Err(e) if e.contains("Rows") => {
             return Outcome::Skip(format!("DICOM object without an image: {e}"));
         }

@@ -97,7 +97,7 @@ fn u32_of(b: [u8; 4], be: bool) -> u32 {
 /// VRs PS3.5 table 7.1-2 lists have a 2-byte length; any other, unknown or damaged, is read as
 /// the standard says a future VR is (PS3.5 7.1.2: the 4-byte form), which is also how dicom-rs
 /// reads it, so the length it will allocate for is the one checked here.
-fn long_length(vr: [u8; 2]) -> bool {
+pub(crate) fn long_length(vr: [u8; 2]) -> bool {
     !matches!(
         &vr,
         b"AE"
@@ -152,11 +152,7 @@ fn is_sequence_in_dictionary(tag: Tag) -> bool {
 
 /// Checks a Part 10 file (preamble + `DICM`, or `DICM` first): the file meta group, always
 /// explicit VR little endian, then the data set in the transfer syntax it names.
-pub(crate) fn check_part10(
-    path: &Path,
-    head: &[u8],
-    header_only: bool,
-) -> Result<Option<PixelSpan>, String> {
+pub(crate) fn check_part10(path: &Path, head: &[u8], header_only: bool) -> Result<Walk, String> {
     let meta_start: u64 = if head.len() >= 132 && &head[128..132] == b"DICM" {
         132
     } else {
@@ -240,10 +236,7 @@ const MAX_INFLATED: u64 = 512 << 20;
 /// like any explicit little-endian one: its lengths are as able to lie as those of a plain
 /// file, and dicom-rs allocates what they claim once it has inflated them. No pixel span: its
 /// offsets are in the inflated stream, not in the file.
-fn check_deflated<R: Read + Seek>(
-    w: Walker<R>,
-    header_only: bool,
-) -> Result<Option<PixelSpan>, String> {
+fn check_deflated<R: Read + Seek>(w: Walker<R>, header_only: bool) -> Result<Walk, String> {
     let mut inflated = Vec::new();
     flate2::read::DeflateDecoder::new(w.r)
         .take(MAX_INFLATED + 1)
@@ -266,7 +259,10 @@ fn check_deflated<R: Read + Seek>(
         len,
     };
     check(walker, enc, header_only)
-        .map(|_| None)
+        .map(|w| Walk {
+            pixel: None,
+            header_end: w.header_end,
+        })
         .map_err(|e| format!("{e} (in the inflated data set)"))
 }
 
@@ -276,12 +272,21 @@ pub(crate) fn check_file(
     start: u64,
     enc: Encoding,
     header_only: bool,
-) -> Result<Option<PixelSpan>, String> {
+) -> Result<Walk, String> {
     let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     let mut r = BufReader::with_capacity(8192, f);
     r.seek(SeekFrom::Start(start)).map_err(|e| e.to_string())?;
     check(Walker { r, pos: start, len }, enc, header_only)
+}
+
+/// What the walk found: where native pixel data lie, and where the header ends (the offset of
+/// the top-level Pixel Data element, or the end of the data set), so the header pass reads
+/// only those bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Walk {
+    pub pixel: Option<PixelSpan>,
+    pub header_end: u64,
 }
 
 /// Where a file's native (defined-length) top-level Pixel Data value lies: byte offset and
@@ -299,8 +304,9 @@ fn check<R: Read + Seek>(
     mut w: Walker<R>,
     enc: Encoding,
     header_only: bool,
-) -> Result<Option<PixelSpan>, String> {
+) -> Result<Walk, String> {
     let mut span = None;
+    let mut header_end = None;
     let be = enc.big_endian;
     let mut open: Vec<Open> = Vec::new();
     // Nesting level of open encapsulated pixel data (0: none): its items are fragments.
@@ -332,7 +338,10 @@ fn check<R: Read + Seek>(
         if w.pos == w.len {
             // Undefined-length containers left open at the end of the file: dicom-rs reports
             // those itself; nothing was claimed beyond the file.
-            return Ok(span);
+            return Ok(Walk {
+                pixel: span,
+                header_end: header_end.unwrap_or(w.len),
+            });
         }
         if w.len - w.pos < 8 {
             return Err(format!(
@@ -413,6 +422,9 @@ fn check<R: Read + Seek>(
             None => length == UNDEFINED || is_sequence_in_dictionary(tag),
         };
         let pixel = tag == Tag(0x7FE0, 0x0010) && open.is_empty();
+        if pixel {
+            header_end.get_or_insert(at);
+        }
         if pixel && length != UNDEFINED {
             span = Some(PixelSpan {
                 offset: w.pos,
@@ -423,7 +435,10 @@ fn check<R: Read + Seek>(
         // is decoded); after native pixel data it goes on, as a cut in what follows (trailing
         // padding, usually nothing) is still a damaged file.
         if pixel && header_only && length == UNDEFINED {
-            return Ok(span);
+            return Ok(Walk {
+                pixel: span,
+                header_end: at,
+            });
         }
         if length == UNDEFINED && (sequence || pixel) {
             open.push(Open { end: None });
@@ -545,10 +560,14 @@ mod tests {
         );
         assert_eq!(
             span,
-            Ok(Some(PixelSpan {
-                offset: len - 16,
-                len: 16
-            }))
+            Ok(Walk {
+                pixel: Some(PixelSpan {
+                    offset: len - 16,
+                    len: 16
+                }),
+                // The header ends where the Pixel Data element (12-byte header) starts.
+                header_end: len - 16 - 12,
+            })
         );
     }
 

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 /// Decoded samples of one file (all frames, frame-major).
 enum Samples {
+    /// Native 16-bit words as stored (sign bits extended when fewer are stored), read
+    /// straight from the file: the output volume is assembled from them with one copy.
+    Word16(Vec<u16>),
     /// Monochrome samples of up to 16 bits (sign handled): half the memory of `Int`, and
     /// assembled without a floating-point copy.
     Small(Vec<i32>),
@@ -207,11 +210,19 @@ fn read_native(f: &FrameRef, series: &Series) -> Option<Result<Decoded>> {
             span.len, f.frames_in_file, m.cols, m.rows, m.bits_allocated
         ))));
     }
-    let mut raw = vec![0u8; need];
+    // 16-bit words are read in place (the file is little endian, as is every target we
+    // build for: checked below).
+    let mut words = vec![0u16; if bytes == 2 { need / 2 } else { 0 }];
+    let mut raw = vec![0u8; if bytes == 1 { need } else { 0 }];
+    let target: &mut [u8] = if bytes == 2 {
+        bytemuck::cast_slice_mut(&mut words)
+    } else {
+        &mut raw
+    };
     let read = std::fs::File::open(&f.path)
         .and_then(|mut file| {
             file.seek(SeekFrom::Start(span.offset))?;
-            file.read_exact(&mut raw)
+            file.read_exact(target)
         })
         .map_err(|e| {
             derr(format!(
@@ -227,15 +238,22 @@ fn read_native(f: &FrameRef, series: &Series) -> Option<Result<Decoded>> {
     } else {
         m.bits_stored.min(m.bits_allocated)
     };
+    if bytes == 2 {
+        const { assert!(cfg!(target_endian = "little")) };
+        if signed && stored < 16 {
+            let shift = 16 - u32::from(stored);
+            for w in &mut words {
+                *w = (((*w as i16) << shift) >> shift) as u16;
+            }
+        }
+        return Some(Ok(Decoded {
+            samples: Samples::Word16(words),
+            frame_len: npix,
+        }));
+    }
     let shift = 32 - u32::from(stored);
     let extend = |v: i32| if signed { (v << shift) >> shift } else { v };
-    let samples: Vec<i32> = if bytes == 1 {
-        raw.iter().map(|&b| extend(i32::from(b))).collect()
-    } else {
-        raw.chunks_exact(2)
-            .map(|c| extend(i32::from(u16::from_le_bytes([c[0], c[1]]))))
-            .collect()
-    };
+    let samples: Vec<i32> = raw.iter().map(|&b| extend(i32::from(b))).collect();
     Some(Ok(Decoded {
         samples: Samples::Small(samples),
         frame_len: npix,
@@ -461,8 +479,38 @@ fn load_impl(
                 }
             }
         }
+        let signed = m.pixel_representation == 1;
+        let word = |w: u16| -> i64 {
+            if signed {
+                i64::from(w as i16)
+            } else {
+                i64::from(w)
+            }
+        };
+        let words = rows.iter().all(|r| matches!(r.1, Samples::Word16(_)));
         let small = rows.iter().all(|r| matches!(r.1, Samples::Small(_)));
-        if !float && small {
+        if !float && words {
+            // Native 16-bit data: rows copied as stored; int16 when the values fit (signed
+            // data always does), else uint16, the same words either way.
+            let mut buf = vec![0u16; nvox];
+            for &(d, samples, s, _) in &rows {
+                if let Samples::Word16(v) = samples {
+                    let src = &v[s..s + ni];
+                    buf[d..d + ni].copy_from_slice(src);
+                    let (lo, hi) = src.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &w| {
+                        let x = word(w);
+                        (lo.min(x), hi.max(x))
+                    });
+                    mn = mn.min(lo);
+                    mx = mx.max(hi);
+                }
+            }
+            if signed || mx <= i64::from(i16::MAX) {
+                VoxelData::I16(bytemuck::cast_vec(buf))
+            } else {
+                VoxelData::U16(buf)
+            }
+        } else if !float && small {
             // Up to 16-bit integers: assembled as they are, then narrowed.
             let mut buf = vec![0i32; nvox];
             for &(d, samples, s, _) in &rows {
@@ -481,6 +529,14 @@ fn load_impl(
             let mut buf = vec![0f64; nvox];
             for &(d, samples, s, (a, b)) in &rows {
                 match samples {
+                    Samples::Word16(v) => {
+                        for i in 0..ni {
+                            let x = word(v[s + i]);
+                            mn = mn.min(x);
+                            mx = mx.max(x);
+                            buf[d + i] = x as f64 * a + b;
+                        }
+                    }
                     Samples::Small(v) => {
                         for i in 0..ni {
                             let x = i64::from(v[s + i]);

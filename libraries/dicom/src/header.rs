@@ -51,6 +51,8 @@ pub(crate) struct SeriesMeta {
     pub bits_allocated: u16,
     pub bits_stored: u16,
     pub pixel_representation: u16,
+    /// PlanarConfiguration (0028,0006) of colour data: 0 interleaved, 1 plane by plane.
+    pub planar_configuration: u16,
     pub number_of_frames: u32,
     pub mosaic: Option<u32>,
     /// GE direct B0 field map: this image is the field map in Hz (the magnitude images of the
@@ -929,6 +931,9 @@ pub(crate) fn extract(o: &Obj, meta: &FileMeta, file_len: u64) -> Result<FileHea
         samples_per_pixel,
         bits_allocated,
         bits_stored: get_int(o, tags::BITS_STORED).unwrap_or(0).clamp(0, 64) as u16,
+        planar_configuration: get_int(o, tags::PLANAR_CONFIGURATION)
+            .unwrap_or(0)
+            .clamp(0, 1) as u16,
         pixel_representation: get_int(o, tags::PIXEL_REPRESENTATION)
             .unwrap_or(0)
             .clamp(0, 1) as u16,

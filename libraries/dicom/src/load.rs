@@ -84,19 +84,12 @@ fn decode_file(path: &Path, ts: &str, series: &Series) -> Result<Decoded> {
                 data.len()
             )));
         }
-        let mut out = data[..need].to_vec();
-        if dec.planar_configuration() == dicom_pixeldata::PlanarConfiguration::PixelFirst {
-            // planar R..G..B.. → interleaved RGB
-            for f in 0..frames {
-                let src = &data[f * npix * 3..(f + 1) * npix * 3];
-                let dst = &mut out[f * npix * 3..(f + 1) * npix * 3];
-                for p in 0..npix {
-                    for c in 0..3 {
-                        dst[3 * p + c] = src[c * npix + p];
-                    }
-                }
-            }
-        }
+        let out = if dec.planar_configuration() == dicom_pixeldata::PlanarConfiguration::PixelFirst
+        {
+            interleave(&data[..need], npix)
+        } else {
+            data[..need].to_vec()
+        };
         return Ok(Decoded {
             samples: Samples::Rgb(out),
             frame_len,
@@ -146,6 +139,22 @@ fn decode_file(path: &Path, ts: &str, series: &Series) -> Result<Decoded> {
     Ok(Decoded { samples, frame_len })
 }
 
+/// Colour frames stored plane by plane (R..G..B..) as interleaved RGB triplets.
+fn interleave(planar: &[u8], npix: usize) -> Vec<u8> {
+    let mut out = vec![0u8; planar.len()];
+    for (src, dst) in planar
+        .chunks_exact(npix * 3)
+        .zip(out.chunks_exact_mut(npix * 3))
+    {
+        for p in 0..npix {
+            for c in 0..3 {
+                dst[3 * p + c] = src[c * npix + p];
+            }
+        }
+    }
+    out
+}
+
 /// Refuses encapsulated pixel data whose first frame declares another size than the header:
 /// decoders fill a Rows × Columns buffer and either panic or return pixels that are not the
 /// image's.
@@ -193,7 +202,11 @@ fn read_native(f: &FrameRef, series: &Series) -> Option<Result<Decoded>> {
         16 => 2,
         _ => return None,
     };
-    if !native_le || m.samples_per_pixel != 1 || m.sop_class.contains("1.2.840.10008.5.1.4.1.1.30")
+    // Grey, or 8-bit RGB (YBR needs the decoder's conversion).
+    let rgb = m.samples_per_pixel == 3 && bytes == 1 && m.photometric == "RGB";
+    if !native_le
+        || !(m.samples_per_pixel == 1 || rgb)
+        || m.sop_class.contains("1.2.840.10008.5.1.4.1.1.30")
     {
         return None;
     }
@@ -203,7 +216,7 @@ fn read_native(f: &FrameRef, series: &Series) -> Option<Result<Decoded>> {
         message,
     };
     let npix = m.rows as usize * m.cols as usize;
-    let need = npix * bytes * f.frames_in_file.max(1) as usize;
+    let need = npix * bytes * usize::from(m.samples_per_pixel) * f.frames_in_file.max(1) as usize;
     if (span.len as usize) < need {
         return Some(Err(derr(format!(
             "pixel data too short: {} bytes for {} frame(s) of {}x{} at {} bits",
@@ -248,6 +261,17 @@ fn read_native(f: &FrameRef, series: &Series) -> Option<Result<Decoded>> {
         }
         return Some(Ok(Decoded {
             samples: Samples::Word16(words),
+            frame_len: npix,
+        }));
+    }
+    if rgb {
+        let raw = if m.planar_configuration == 1 {
+            interleave(&raw, npix)
+        } else {
+            raw
+        };
+        return Some(Ok(Decoded {
+            samples: Samples::Rgb(raw),
             frame_len: npix,
         }));
     }
@@ -750,4 +774,17 @@ fn ge_slice_timing(m: &super::header::SeriesMeta, nk: usize, nt: usize) -> Optio
         slot as f64 * per_slice / 1000.0
     };
     Some((0..nk).map(|i| time(i % excitations)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn planar_colour_is_interleaved_frame_by_frame() {
+        // Two frames of two pixels: R R G G B B per frame.
+        let planar = [1, 2, 10, 20, 100, 200, 3, 4, 30, 40, 130, 140];
+        assert_eq!(
+            super::interleave(&planar, 2),
+            vec![1, 10, 100, 2, 20, 200, 3, 30, 130, 4, 40, 140]
+        );
+    }
 }

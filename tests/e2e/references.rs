@@ -84,7 +84,12 @@ fn scan_and_load_write_the_bytes_the_one_stage_readers_write() {
                     .unwrap()
                     .replace(&dir.display().to_string(), "")
             };
-            assert_eq!(strip(bytes, &direct), strip(&b[f], &split), "{f}");
+            // Row order is the order items finished in, which two workers do not fix.
+            assert_eq!(
+                rows(strip(bytes, &direct).as_bytes()),
+                rows(strip(&b[f], &split).as_bytes()),
+                "{f}"
+            );
         } else {
             assert!(bytes == &b[f], "{f} differs");
         }

@@ -211,6 +211,12 @@ impl<'a> Elem<'a> {
                     .collect(),
             );
         }
+        self.parsed_text()
+    }
+
+    /// Each `\\`-separated value of a text element (or private text) parsed as `T`; `None` if
+    /// one does not parse, or for binary values and sequences.
+    fn parsed_text<T: std::str::FromStr>(&self) -> Option<Vec<T>> {
         if !(is_text(&self.vr) || matches!(&self.vr, b"UN" | b"OB")) || self.items.is_some() {
             return None;
         }
@@ -220,7 +226,7 @@ impl<'a> Elem<'a> {
             return None;
         }
         t.split('\\')
-            .map(|s| s.trim_matches([' ', '\0']).parse::<f64>().ok())
+            .map(|s| s.trim_matches([' ', '\0']).parse::<T>().ok())
             .collect()
     }
 
@@ -240,17 +246,7 @@ impl<'a> Elem<'a> {
                 })
                 .collect();
         }
-        if !(is_text(&self.vr) || matches!(&self.vr, b"UN" | b"OB")) || self.items.is_some() {
-            return None;
-        }
-        let t = text(self.bytes);
-        let t = t.trim_matches([' ', '\0']);
-        if t.is_empty() {
-            return None;
-        }
-        t.split('\\')
-            .map(|s| s.trim_matches([' ', '\0']).parse::<i64>().ok())
-            .collect()
+        self.parsed_text()
     }
 
     pub(crate) fn to_int(&self) -> Option<i64> {
@@ -509,21 +505,7 @@ pub(crate) fn parse_meta(bytes: &[u8], start: usize) -> Result<(Obj<'_>, usize),
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn explicit(group: u16, element: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
-        let mut b = Vec::new();
-        b.extend_from_slice(&group.to_le_bytes());
-        b.extend_from_slice(&element.to_le_bytes());
-        b.extend_from_slice(vr);
-        if long_length(*vr) {
-            b.extend_from_slice(&[0, 0]);
-            b.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        } else {
-            b.extend_from_slice(&(value.len() as u16).to_le_bytes());
-        }
-        b.extend_from_slice(value);
-        b
-    }
+    use crate::structure::tests::explicit;
 
     const LE: Encoding = Encoding {
         explicit_vr: true,

@@ -484,7 +484,7 @@ fn depth_ok(open: &[Open], at: u64) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Cursor;
 
@@ -505,7 +505,8 @@ mod tests {
         .map(|_| ())
     }
 
-    fn explicit(group: u16, element: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+    /// One explicit VR little-endian element (shared with the `dataset` tests).
+    pub(crate) fn explicit(group: u16, element: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend_from_slice(&group.to_le_bytes());
         b.extend_from_slice(&element.to_le_bytes());
